@@ -1,0 +1,144 @@
+//! [`FrameTransport`]: the small interface the typed channel and the pipe
+//! fallback both build on.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::libc;
+
+use crate::kind::Kind;
+use crate::{RecvMsg, SendMsg, Socket, Wait};
+
+/// Something that moves whole frames (byte strings with their fds) between
+/// two endpoints: a SEQPACKET or DGRAM [`Socket`], or a byte stream with
+/// framing on top.
+///
+/// A frame is never empty. Sending and receiving take `&self`, so one
+/// transport can be shared by several senders; implementations keep each
+/// frame whole.
+///
+/// ```
+/// use std::io::IoSlice;
+/// use courier_transport::{FrameTransport, SeqPacketSocket, Wait};
+///
+/// let (a, b) = SeqPacketSocket::pair()?;
+/// a.send_frame(&[IoSlice::new(b"frame")], &[], Wait::Block)?;
+/// let mut buf = [0; 64];
+/// let mut fds = Vec::new();
+/// assert_eq!(b.recv_frame(&mut buf, &mut fds, 0, Wait::Block)?, Some(5));
+/// drop(a);
+/// assert_eq!(b.recv_frame(&mut buf, &mut fds, 0, Wait::Block)?, None);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait FrameTransport: Send + Sync {
+    /// Whether frames can carry fds. A transport that cannot refuses a send
+    /// with fds instead of dropping them.
+    fn supports_fds(&self) -> bool;
+
+    /// The largest frame [`send_frame`](Self::send_frame) can send now.
+    ///
+    /// # Errors
+    ///
+    /// When the transport cannot tell (a failed `getsockopt`).
+    fn max_frame_len(&self) -> io::Result<usize>;
+
+    /// Sends one frame, the concatenation of `frame`, with `fds`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::BrokenPipe`] (or `ConnectionRefused`/`NotConnected`
+    /// on DGRAM) once the peer is gone; the errors of `wait`; a frame too
+    /// large, empty, or with too many fds.
+    fn send_frame(
+        &self,
+        frame: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        wait: Wait,
+    ) -> io::Result<()>;
+
+    /// Receives one frame into `buf` and up to `max_fds` fds into `fds`.
+    /// `Ok(None)` means the peer is gone and everything it sent has been
+    /// received.
+    ///
+    /// # Errors
+    ///
+    /// A frame longer than `buf` or with more than `max_fds` fds (it is
+    /// discarded and its fds closed; the transport stays usable); the
+    /// errors of `wait`.
+    fn recv_frame(
+        &self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        max_fds: usize,
+        wait: Wait,
+    ) -> io::Result<Option<usize>>;
+
+    /// The fd to poll for readability before [`recv_frame`](Self::recv_frame).
+    fn readable_fd(&self) -> BorrowedFd<'_>;
+
+    /// The fd to poll for writability before [`send_frame`](Self::send_frame).
+    fn writable_fd(&self) -> BorrowedFd<'_>;
+}
+
+impl<K: Kind> FrameTransport for Socket<K> {
+    fn supports_fds(&self) -> bool {
+        true
+    }
+
+    fn max_frame_len(&self) -> io::Result<usize> {
+        self.max_message_len()
+    }
+
+    fn send_frame(
+        &self,
+        frame: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        wait: Wait,
+    ) -> io::Result<()> {
+        self.send_msg(&SendMsg::new(frame).with_fds(fds), wait)
+            .map(drop)
+    }
+
+    /// On SEQPACKET, `ECONNRESET` (the peer closed with our messages unread)
+    /// is skipped: the messages the peer sent before closing are still
+    /// queued, and end of stream comes after them. A zero-length read is
+    /// end of stream only when the peer has really shut down
+    /// (`POLLRDHUP`); an empty message from a live peer is returned as
+    /// `Some(0)` for the caller to reject.
+    fn recv_frame(
+        &self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        max_fds: usize,
+        wait: Wait,
+    ) -> io::Result<Option<usize>> {
+        loop {
+            let msg = &mut RecvMsg {
+                bufs: &mut [IoSliceMut::new(buf)],
+                fds,
+                max_fds,
+            };
+            match self.recv_msg(msg, wait) {
+                Ok(got)
+                    if K::HAS_EOF
+                        && got.len == 0
+                        && got.fds == 0
+                        && crate::sys::peer_shut_down(self.as_fd())? =>
+                {
+                    return Ok(None)
+                }
+                Ok(got) => return Ok(Some(got.len)),
+                Err(e) if K::HAS_EOF && e.raw_os_error() == Some(libc::ECONNRESET) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn readable_fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+
+    fn writable_fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+}

@@ -1,0 +1,198 @@
+//! The system calls, and the flags that are always right, defined once.
+//!
+//! Every socket courier creates is `SOCK_CLOEXEC`, every `recvmsg` passes
+//! `MSG_CMSG_CLOEXEC` (the only atomic way to get close-on-exec on received
+//! fds), every send passes `MSG_NOSIGNAL` (a send to a closed peer returns
+//! `EPIPE` instead of killing the process with SIGPIPE). No other module
+//! calls these syscalls.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::libc;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrLike, UnixAddr};
+
+/// Flags for every socket(2), socketpair(2) and accept4(2).
+pub(crate) const SOCKET_FLAGS: SockFlag = SockFlag::SOCK_CLOEXEC;
+/// Flags for every sendmsg(2).
+pub(crate) const SEND_FLAGS: MsgFlags = MsgFlags::MSG_NOSIGNAL;
+/// Flags for every recvmsg(2). `MSG_TRUNC` makes SEQPACKET and DGRAM
+/// receives return the message's real length, so truncation can be reported
+/// with both numbers.
+pub(crate) const RECV_FLAGS: MsgFlags = MsgFlags::MSG_CMSG_CLOEXEC.union(MsgFlags::MSG_TRUNC);
+
+fn socket_flags(nonblocking: bool) -> SockFlag {
+    if nonblocking {
+        SOCKET_FLAGS | SockFlag::SOCK_NONBLOCK
+    } else {
+        SOCKET_FLAGS
+    }
+}
+
+/// A new AF_UNIX socket.
+pub(crate) fn socket(ty: SockType, nonblocking: bool) -> io::Result<OwnedFd> {
+    Ok(socket::socket(
+        AddressFamily::Unix,
+        ty,
+        socket_flags(nonblocking),
+        None,
+    )?)
+}
+
+/// A connected pair of AF_UNIX sockets.
+pub(crate) fn socketpair(ty: SockType, nonblocking: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socket::socketpair(
+        AddressFamily::Unix,
+        ty,
+        None,
+        socket_flags(nonblocking),
+    )?)
+}
+
+/// accept4(2) with the always-right flags.
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let raw = socket::accept4(listener.as_raw_fd(), SOCKET_FLAGS)?;
+    Ok(owned(raw))
+}
+
+/// Wraps an fd number a syscall just returned to us.
+#[allow(unsafe_code)]
+fn owned(raw: std::os::fd::RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `raw` was returned by a successful accept4(2) a moment ago and
+    // has not been given to anything else.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    let new = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    if new != flags {
+        fcntl(fd, FcntlArg::F_SETFL(new))?;
+    }
+    Ok(())
+}
+
+/// sendmsg(2): the data in `bufs`, the encoded `control` data, to `to` if given.
+#[allow(unsafe_code)]
+pub(crate) fn sendmsg(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    control: &[u8],
+    to: Option<&UnixAddr>,
+    flags: MsgFlags,
+) -> io::Result<usize> {
+    // SAFETY: `msghdr` is a C struct of integers and raw pointers; all-zero
+    // bytes are a valid value of it (null pointers, zero lengths).
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some(addr) = to {
+        hdr.msg_name = addr.as_ptr().cast_mut().cast();
+        hdr.msg_namelen = addr.len();
+    }
+    // `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix.
+    hdr.msg_iov = bufs.as_ptr().cast_mut().cast();
+    hdr.msg_iovlen = bufs.len() as _;
+    if !control.is_empty() {
+        hdr.msg_control = control.as_ptr().cast_mut().cast();
+        hdr.msg_controllen = control.len() as _;
+    }
+    // SAFETY: every pointer in `hdr` points into a borrow that outlives this
+    // call (`bufs`, `control`, `to`), with the lengths set beside it; the
+    // kernel only reads through them.
+    let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &hdr, (flags | SEND_FLAGS).bits()) };
+    Ok(Errno::result(ret)? as usize)
+}
+
+/// What recvmsg(2) reported.
+pub(crate) struct RawRecv {
+    /// The message's real length (thanks to `MSG_TRUNC`), even when it did
+    /// not fit.
+    pub(crate) len: usize,
+    /// `msg_flags`: `MSG_TRUNC`, `MSG_CTRUNC`, ...
+    pub(crate) flags: MsgFlags,
+    /// Bytes of control data the kernel wrote.
+    pub(crate) control_len: usize,
+    /// Bytes of `name` the kernel filled in.
+    pub(crate) name_len: usize,
+}
+
+/// recvmsg(2) into `bufs` and `control`, with the sender's address in `name`
+/// if given.
+#[allow(unsafe_code)]
+pub(crate) fn recvmsg(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [IoSliceMut<'_>],
+    control: &mut [u8],
+    name: Option<&mut libc::sockaddr_un>,
+    flags: MsgFlags,
+) -> io::Result<RawRecv> {
+    // SAFETY: as in `sendmsg`: all-zero is a valid `msghdr`.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some(name) = name {
+        hdr.msg_namelen = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        hdr.msg_name = std::ptr::from_mut(name).cast();
+    }
+    // `IoSliceMut` is guaranteed ABI-compatible with `struct iovec` on Unix.
+    hdr.msg_iov = bufs.as_mut_ptr().cast();
+    hdr.msg_iovlen = bufs.len() as _;
+    if !control.is_empty() {
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = control.len() as _;
+    }
+    // SAFETY: every pointer in `hdr` points into an exclusive borrow that
+    // outlives this call (`bufs`, `control`, `name`), with its true length
+    // beside it; the kernel writes at most that many bytes through each.
+    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, (flags | RECV_FLAGS).bits()) };
+    let len = Errno::result(ret)? as usize;
+    Ok(RawRecv {
+        len,
+        flags: MsgFlags::from_bits_retain(hdr.msg_flags),
+        control_len: hdr.msg_controllen as usize,
+        name_len: hdr.msg_namelen as usize,
+    })
+}
+
+/// recv(2) with `MSG_PEEK | MSG_TRUNC` and no buffer: the real length of the
+/// next message, which stays queued. No control buffer is passed, so passed
+/// fds are not installed by the peek.
+pub(crate) fn peek_len(fd: BorrowedFd<'_>, flags: MsgFlags) -> io::Result<usize> {
+    let flags = flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
+    Ok(socket::recv(fd.as_raw_fd(), &mut [], flags)?)
+}
+
+/// The domain and type of a socket fd: checks it is an AF_UNIX socket.
+pub(crate) fn unix_socket_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let ty = socket::getsockopt(&fd, socket::sockopt::SockType).map_err(|e| match e {
+        Errno::ENOTSOCK => io::Error::from(crate::TransportError::NotUnixSocket),
+        e => e.into(),
+    })?;
+    let addr: socket::SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
+    if addr.family() != Some(AddressFamily::Unix) {
+        return Err(crate::TransportError::NotUnixSocket.into());
+    }
+    Ok(ty as i32)
+}
+
+/// Whether the peer of a connected socket has shut down its writing side
+/// (or closed): `POLLRDHUP`/`POLLHUP`, without waiting. A raw `pollfd` is
+/// used because nix's `PollFlags` cannot represent `POLLRDHUP`.
+#[allow(unsafe_code)]
+pub(crate) fn peer_shut_down(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid, exclusively borrowed `pollfd`, and nfds is 1.
+    let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
+    Errno::result(ret)?;
+    Ok(pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+}

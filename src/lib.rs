@@ -1,0 +1,27 @@
+//! # courier: typed message-passing IPC for processes on one machine
+//!
+//! courier lets processes on one machine — a parent and the child it spawns,
+//! a host and its plugins — exchange messages that may carry open file
+//! descriptors.
+//!
+//! The workspace is layered; this facade re-exports it:
+//!
+//! * [`transport`] (crate `courier-transport`): safe AF_UNIX `SOCK_SEQPACKET`
+//!   and `SOCK_DGRAM` sockets, path and abstract addresses, fd and
+//!   credential passing, with close-on-exec and no-SIGPIPE always on.
+//!
+//! ```
+//! use courier::transport::SeqPacketSocket;
+//!
+//! let (a, b) = SeqPacketSocket::pair()?;
+//! a.send(b"hello")?;
+//! let mut buf = [0; 16];
+//! let n = b.recv(&mut buf)?;
+//! assert_eq!(&buf[..n], b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub use courier_transport as transport;
