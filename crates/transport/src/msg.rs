@@ -95,5 +95,10 @@ pub struct Received {
     pub fds: usize,
     /// The sender's credentials, stamped by the kernel, when this socket has
     /// [`set_pass_cred`](crate::Socket::set_pass_cred) on.
+    ///
+    /// A message sent while neither side had `SO_PASSCRED` on carries no
+    /// sender: the kernel reports it as pid 0 with the overflow uid and gid
+    /// (`/proc/sys/kernel/overflowuid`, usually 65534). Pid 0 also means
+    /// the sender is outside this pid namespace.
     pub credentials: Option<Credentials>,
 }

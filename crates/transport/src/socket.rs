@@ -558,6 +558,15 @@ impl<K: Kind> Socket<K> {
         Ok(socket::setsockopt(&self.fd, sockopt::PassCred, &on)?)
     }
 
+    /// Whether `SO_PASSCRED` is on.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's.
+    pub fn pass_cred(&self) -> io::Result<bool> {
+        Ok(socket::getsockopt(&self.fd, sockopt::PassCred)?)
+    }
+
     /// The peer's pid, uid and gid (`SO_PEERCRED`): a snapshot taken when the
     /// connection or the pair was made.
     ///

@@ -196,3 +196,16 @@ pub(crate) fn peer_shut_down(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Errno::result(ret)?;
     Ok(pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_always_right_flags_are_set() {
+        assert!(SOCKET_FLAGS.contains(SockFlag::SOCK_CLOEXEC));
+        assert!(SEND_FLAGS.contains(MsgFlags::MSG_NOSIGNAL));
+        assert!(RECV_FLAGS.contains(MsgFlags::MSG_CMSG_CLOEXEC));
+        assert!(socket_flags(true).contains(SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK));
+    }
+}
