@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use common::{Guard, CHILD_TIMEOUT};
+use common::CHILD_TIMEOUT;
 use courier_transport::{SeqPacketSocket, TransportError, Wait, MAX_FDS};
 
 const ROLES: &[(&str, fn())] = &[("pipe_writer", pipe_writer), ("fd_counter", fd_counter)];
