@@ -68,15 +68,19 @@
 //! Each operation that can wait has a blocking form (`send`), a `try_` form
 //! that fails with [`std::io::ErrorKind::WouldBlock`], and `_timeout` /
 //! `_deadline` forms that fail with [`std::io::ErrorKind::TimedOut`]; the
-//! `_msg` forms take a [`Wait`]. Deadlines use `ppoll` (nanosecond
-//! resolution), and are kept to the microsecond, scheduling permitting.
+//! `_msg` forms take a [`Wait`]. A deadline is never returned early.
+//! Sends, receives and accepts wait with `ppoll` (nanosecond resolution),
+//! so their deadlines are kept to the microsecond, scheduling permitting;
+//! a connect that waits for room in a full backlog lets the kernel wait
+//! (tick resolution) until [`CONNECT_SLACK`] before the deadline, then
+//! retries with a backoff of at most 1 ms.
 //!
 //! ## Sizes and limits
 //!
 //! * One message carries at most [`MAX_FDS`] (253, the kernel's
 //!   SCM_MAX_FD) fds; more is refused before any syscall.
 //! * One message is at most `SO_SNDBUF - 32` bytes (212,960 by default) and
-//!   never more than about 4 MiB ([`KERNEL_MESSAGE_CEILING`]), whatever the
+//!   never more than 4 MiB ([`KERNEL_MESSAGE_CEILING`]), whatever the
 //!   buffer. [`Socket::max_message_len`] says the current limit,
 //!   [`Socket::set_send_buffer_size`] raises the first, and a send above
 //!   the limit fails with [`TransportError::MessageTooLarge`] naming both
@@ -136,7 +140,7 @@ pub use frame::FrameTransport;
 pub use kind::Kind;
 pub use listener::{Incoming, Listener};
 pub use msg::{Received, RecvMsg, SendMsg, MAX_FDS};
-pub use socket::{DatagramSocket, SeqPacketSocket, Socket, KERNEL_MESSAGE_CEILING};
+pub use socket::{DatagramSocket, SeqPacketSocket, Socket, CONNECT_SLACK, KERNEL_MESSAGE_CEILING};
 pub use wait::Wait;
 
 mod assertions {

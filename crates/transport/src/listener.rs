@@ -36,8 +36,9 @@ use crate::{sys, Address, BindOptions, SeqPacketSocket};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Listener {
-    fd: OwnedFd,
+    /// Dropped before `fd`, see [`Socket`](crate::Socket)'s field order.
     path: Option<OwnedPath>,
+    fd: OwnedFd,
 }
 
 impl Listener {

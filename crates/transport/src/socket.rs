@@ -20,11 +20,13 @@ use crate::kind::{Datagram, Kind, SeqPacket};
 use crate::wait::{self, Wait};
 use crate::{sys, Address, Credentials, Received, RecvMsg, SendMsg, TransportError, MAX_FDS};
 
-/// The largest single message the kernel can hold in one buffer, whatever
-/// the send buffer size: one skb is at most 4 MiB of linear data plus
-/// `MAX_SKB_FRAGS` pages (measured on x86-64 Linux 6.18: 4,263,616 bytes;
-/// other page sizes and kernels differ). courier uses the 4 MiB floor of that
-/// as the limit it promises; above the real ceiling the kernel says ENOBUFS.
+/// The largest single message courier sends, whatever the send buffer size.
+///
+/// One skb holds at most about 4 MiB of linear data plus `MAX_SKB_FRAGS`
+/// pages (measured on x86-64 Linux 6.18: 4,263,616 bytes; other page sizes
+/// and kernels differ), and above its real ceiling the kernel fails with a
+/// bare ENOBUFS. courier refuses anything above this 4 MiB floor itself,
+/// before any syscall, so the limit it documents is the limit it enforces.
 pub const KERNEL_MESSAGE_CEILING: usize = 4 << 20;
 
 /// The kernel's per-message overhead charged against `SO_SNDBUF` on AF_UNIX
@@ -41,9 +43,12 @@ const SNDBUF_OVERHEAD: usize = 32;
 /// `send_deadline`, [`io::ErrorKind::TimedOut`]); the `_msg` forms take a
 /// [`Wait`] to say which.
 pub struct Socket<K: Kind> {
-    fd: OwnedFd,
     /// The socket file this socket created by binding, removed on drop.
+    /// Declared before `fd` so it drops first: the open socket keeps the
+    /// file's inode alive, so its number cannot be reused by someone
+    /// else's file while the ownership check runs.
     path: Option<OwnedPath>,
+    fd: OwnedFd,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -148,9 +153,14 @@ impl<K: Kind> Socket<K> {
 
     /// Connects under `wait`. The socket returned is blocking.
     ///
-    /// The bounded forms set `SO_SNDTIMEO` to the time left (microsecond
-    /// resolution) for the duration of the connect: the kernel then waits on
-    /// the listener's backlog itself, and nothing needs to poll.
+    /// A SEQPACKET connect waits only while the listener's backlog is full.
+    /// The bounded forms first try once without waiting (so a deadline in
+    /// the past still connects when there is room), then let the kernel
+    /// wait (`SO_SNDTIMEO`, woken as soon as the listener accepts) while the
+    /// deadline is more than [`CONNECT_SLACK`] away, and spend the last
+    /// stretch retrying without waiting, with a backoff of at most 1 ms:
+    /// the kernel's timeout counts in scheduler ticks (4 ms at HZ=250) and
+    /// would overshoot.
     ///
     /// # Errors
     ///
@@ -158,28 +168,13 @@ impl<K: Kind> Socket<K> {
     pub fn connect_wait(addr: &Address, wait: Wait) -> io::Result<Self> {
         let to = addr.to_sockaddr()?;
         let fd = sys::socket(K::sock_type(), wait == Wait::Never)?;
-        if let Wait::Until(deadline) = wait {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            let left = TimeVal::new(left.as_secs() as _, left.subsec_micros().max(1) as _);
-            socket::setsockopt(&fd, sockopt::SendTimeout, &left)?;
-        }
-        loop {
-            match socket::connect(fd.as_raw_fd(), &to) {
-                Ok(()) => break,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN | Errno::EINPROGRESS) if matches!(wait, Wait::Until(_)) => {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
         match wait {
-            Wait::Never => sys::set_nonblocking(fd.as_fd(), false)?,
-            Wait::Until(_) => socket::setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(0, 0))?,
-            Wait::Block => {}
+            Wait::Block => retry_eintr(|| socket::connect(fd.as_raw_fd(), &to))?,
+            Wait::Never => {
+                retry_eintr(|| socket::connect(fd.as_raw_fd(), &to))?;
+                sys::set_nonblocking(fd.as_fd(), false)?;
+            }
+            Wait::Until(deadline) => connect_until(&fd, &to, deadline)?,
         }
         Ok(Self::from_fd(fd))
     }
@@ -269,6 +264,13 @@ impl<K: Kind> Socket<K> {
         let size = msg.len();
         if K::HAS_EOF && size == 0 {
             return Err(TransportError::EmptyMessage.into());
+        }
+        if size > KERNEL_MESSAGE_CEILING {
+            return Err(TransportError::MessageTooLarge {
+                size,
+                limit: self.max_message_len()?,
+            }
+            .into());
         }
         let mut control = CmsgBuf::new();
         let control = control.encode(msg.fds, msg.credentials);
@@ -628,6 +630,50 @@ impl<K: Kind> Socket<K> {
     pub fn try_clone(&self) -> io::Result<Self> {
         Ok(Self::from_fd(self.fd.try_clone()?))
     }
+}
+
+/// How long before a connect deadline courier stops letting the kernel
+/// wait and retries by itself: two ticks of a HZ=100 kernel.
+pub const CONNECT_SLACK: Duration = Duration::from_millis(20);
+
+fn retry_eintr(mut op: impl FnMut() -> nix::Result<()>) -> io::Result<()> {
+    loop {
+        match op() {
+            Err(Errno::EINTR) => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Connects `fd` to `to` before `deadline` (see [`Socket::connect_wait`]),
+/// leaving it blocking with no send timeout.
+fn connect_until(fd: &OwnedFd, to: &UnixAddr, deadline: Instant) -> io::Result<()> {
+    let mut backoff = Duration::from_micros(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let kernel_wait = left.checked_sub(CONNECT_SLACK).filter(|w| !w.is_zero());
+        sys::set_nonblocking(fd.as_fd(), kernel_wait.is_none())?;
+        if let Some(w) = kernel_wait {
+            let tv = TimeVal::new(w.as_secs() as _, w.subsec_micros().max(1) as _);
+            socket::setsockopt(fd, sockopt::SendTimeout, &tv)?;
+        }
+        match socket::connect(fd.as_raw_fd(), to) {
+            Ok(()) => break,
+            Err(Errno::EINTR | Errno::EAGAIN | Errno::EINPROGRESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if kernel_wait.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            std::thread::sleep(backoff.min(left));
+            backoff = (backoff * 2).min(Duration::from_millis(1));
+        }
+    }
+    sys::set_nonblocking(fd.as_fd(), false)?;
+    socket::setsockopt(fd, sockopt::SendTimeout, &TimeVal::new(0, 0))?;
+    Ok(())
 }
 
 impl<K: Kind> AsFd for Socket<K> {
