@@ -1,0 +1,236 @@
+//! Values to frames and back: encoding with the fd table, inline or
+//! shared-memory bodies, and the validation of every received frame.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use courier_transport::{DatagramSocket, FrameTransport, SeqPacketSocket, Wait, MAX_FDS};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::shm::{self, Mapping};
+use crate::wire::{BodyKind, Header, HEADER_LEN, MAX_INLINE_FRAME};
+use crate::{fdtable, ChannelError, Config, FrameError};
+
+/// What a channel end sends and receives through.
+pub(crate) enum Link {
+    SeqPacket(SeqPacketSocket),
+    Datagram(DatagramSocket),
+    Other(Box<dyn FrameTransport>),
+}
+
+impl Link {
+    pub(crate) fn transport(&self) -> &dyn FrameTransport {
+        match self {
+            Link::SeqPacket(s) => s,
+            Link::Datagram(s) => s,
+            Link::Other(t) => t.as_ref(),
+        }
+    }
+}
+
+/// One end's link and settings, shared by its clones.
+pub(crate) struct Shared {
+    pub(crate) link: Link,
+    pub(crate) config: Config,
+}
+
+/// Why a send did not happen (the caller puts the value back in).
+pub(crate) enum SendFail {
+    Full,
+    Timeout,
+    Disconnected,
+    Failed(ChannelError),
+}
+
+/// Why a receive gave no value.
+pub(crate) enum RecvFail {
+    Empty,
+    Timeout,
+    Disconnected,
+    Failed(ChannelError),
+}
+
+/// The encoding scratch of this thread, reused across sends.
+#[derive(Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// Encoding buffers larger than this are freed after the send instead of
+/// being kept for the next one.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Encodes `value` and sends it as one frame under `wait`.
+pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Result<(), SendFail> {
+    // Taken out, not borrowed: a Serialize impl may itself send.
+    let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let result = encode_and_send(shared, value, wait, &mut scratch);
+    scratch.fds.clear();
+    if scratch.bytes.capacity() > KEEP_CAPACITY {
+        scratch.bytes = Vec::new();
+    }
+    SCRATCH.with(|s| *s.borrow_mut() = scratch);
+    result
+}
+
+fn encode_and_send<T: Serialize>(
+    shared: &Shared,
+    value: &T,
+    wait: Wait,
+    scratch: &mut Scratch,
+) -> Result<(), SendFail> {
+    let failed = |e| SendFail::Failed(e);
+    let mut bytes = std::mem::take(&mut scratch.bytes);
+    bytes.clear();
+    bytes.resize(HEADER_LEN, 0);
+    let encoded = fdtable::encoding(&mut scratch.fds, || postcard::to_extend(value, bytes));
+    scratch.bytes = encoded.map_err(|e| failed(ChannelError::Encode(e)))?;
+    let bytes = &mut scratch.bytes;
+    let body_len = bytes.len() - HEADER_LEN;
+    if body_len > shared.config.get_limit() {
+        return Err(failed(ChannelError::TooLarge {
+            size: body_len,
+            limit: shared.config.get_limit(),
+        }));
+    }
+    let transport = shared.link.transport();
+    let fd_count = scratch.fds.len();
+    if fd_count > 0 && !transport.supports_fds() {
+        return Err(failed(ChannelError::FdsUnsupported { count: fd_count }));
+    }
+    let kind = if body_len <= shared.config.get_inline_threshold() {
+        BodyKind::Inline
+    } else {
+        BodyKind::SharedMemory
+    };
+    let max = if kind == BodyKind::Inline {
+        MAX_FDS
+    } else {
+        MAX_FDS - 1
+    };
+    if fd_count > max {
+        return Err(failed(ChannelError::TooManyFds {
+            count: fd_count,
+            max,
+        }));
+    }
+    Header {
+        kind,
+        fd_count,
+        body_len: body_len as u64,
+    }
+    .write(&mut bytes[..HEADER_LEN]);
+    let sent = match kind {
+        BodyKind::Inline => {
+            let fds: Vec<BorrowedFd<'_>> = scratch.fds.iter().map(AsFd::as_fd).collect();
+            transport.send_frame(&[IoSlice::new(bytes)], &fds, wait)
+        }
+        BodyKind::SharedMemory => {
+            let memfd =
+                shm::create(&bytes[HEADER_LEN..]).map_err(|e| failed(ChannelError::Io(e)))?;
+            let fds: Vec<BorrowedFd<'_>> = scratch
+                .fds
+                .iter()
+                .map(AsFd::as_fd)
+                .chain([memfd.as_fd()])
+                .collect();
+            transport.send_frame(&[IoSlice::new(&bytes[..HEADER_LEN])], &fds, wait)
+        }
+    };
+    sent.map_err(send_fail)
+}
+
+fn send_fail(e: io::Error) -> SendFail {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => SendFail::Full,
+        io::ErrorKind::TimedOut => SendFail::Timeout,
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::NotConnected
+        | io::ErrorKind::ConnectionReset => SendFail::Disconnected,
+        _ => SendFail::Failed(ChannelError::Io(e)),
+    }
+}
+
+/// A receiving end's reusable buffers.
+#[derive(Default)]
+pub(crate) struct RecvState {
+    frame: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    table: Vec<Option<OwnedFd>>,
+}
+
+/// Receives one frame under `wait` and decodes it as a `T`.
+pub(crate) fn recv<T: DeserializeOwned>(
+    shared: &Shared,
+    state: &mut RecvState,
+    wait: Wait,
+) -> Result<T, RecvFail> {
+    if state.frame.len() < MAX_INLINE_FRAME {
+        state.frame.resize(MAX_INLINE_FRAME, 0);
+    }
+    state.fds.clear();
+    let got = shared
+        .link
+        .transport()
+        .recv_frame(&mut state.frame, &mut state.fds, MAX_FDS, wait);
+    let len = match got {
+        Ok(Some(len)) => len,
+        Ok(None) => return Err(RecvFail::Disconnected),
+        Err(e) => {
+            return Err(match e.kind() {
+                io::ErrorKind::WouldBlock => RecvFail::Empty,
+                io::ErrorKind::TimedOut => RecvFail::Timeout,
+                _ => RecvFail::Failed(ChannelError::Io(e)),
+            })
+        }
+    };
+    let result = decode(
+        &state.frame[..len],
+        &mut state.fds,
+        &mut state.table,
+        shared.config.get_limit(),
+    );
+    state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
+    result.map_err(RecvFail::Failed)
+}
+
+/// Validates a frame and decodes its body with its fds.
+pub(crate) fn decode<T: DeserializeOwned>(
+    frame: &[u8],
+    fds: &mut Vec<OwnedFd>,
+    table: &mut Vec<Option<OwnedFd>>,
+    limit: usize,
+) -> Result<T, ChannelError> {
+    let header = Header::parse(frame, fds.len(), limit)?;
+    let mapping;
+    let body = match header.kind {
+        BodyKind::Inline => &frame[HEADER_LEN..],
+        BodyKind::SharedMemory => {
+            let memfd = fds.pop().ok_or(FrameError::FdCountMismatch {
+                declared: 1,
+                received: 0,
+            })?;
+            mapping = Mapping::new(&memfd, header.body_len as usize)?;
+            mapping.as_slice()
+        }
+    };
+    table.clear();
+    table.extend(fds.drain(..).map(Some));
+    let (decoded, violation) = fdtable::decoding(table, || postcard::take_from_bytes::<T>(body));
+    if let Some(violation) = violation {
+        return Err(violation); // a decoded value is dropped here, closing its fds
+    }
+    let (value, rest) = decoded.map_err(ChannelError::Decode)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes { count: rest.len() }.into());
+    }
+    Ok(value)
+}

@@ -1,0 +1,116 @@
+//! # courier-channel: typed channels between processes
+//!
+//! Typed channels over AF_UNIX sockets (courier-transport): values are
+//! `serde` types encoded with `postcard`; they may carry open file
+//! descriptors, other channels, and payloads of hundreds of MiB.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! enum Request { Add(i64, i64), Quit }
+//!
+//! let (tx, rx) = courier_channel::channel::<Request>()?;
+//! tx.send(Request::Add(2, 3)).unwrap();
+//! assert_eq!(rx.recv().unwrap(), Request::Add(2, 3));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! ## What you get
+//!
+//! * [`channel`] → ([`Sender`], [`Receiver`]) over a SEQPACKET socketpair;
+//!   [`endpoints`] → two [`Endpoint`]s for request/response over one pair;
+//!   [`Config`] for the limit, the inline threshold, and DGRAM.
+//! * std/crossbeam vocabulary: `send`, `try_send`, `send_timeout`,
+//!   `send_deadline`, `recv`, `try_recv`, `recv_timeout`, `recv_deadline`,
+//!   `iter`, `try_iter`, with one error type per operation. A failed send
+//!   hands the value back, with its fds. [`RecvError::Disconnected`] comes
+//!   only after every queued value has been received.
+//! * **File descriptors inside values**: an [`Fd<T>`] field (or any
+//!   [`FdType`] field with `#[serde(with = "courier_channel::as_fd")]`)
+//!   travels as an fd; the body holds its index in the message's fd table.
+//!   Up to 253 fds per message. Sending moves the fd: the sender's copy
+//!   closes when the send succeeds.
+//! * **Channels inside values**: a [`Sender`], [`Receiver`] or [`Endpoint`]
+//!   field travels as its socket and arrives working.
+//! * **Bytes**: [`Bytes`] encodes a byte buffer as one block instead of
+//!   element by element.
+//! * **Large values**: an encoded value above the inline threshold
+//!   (default 64 KiB) travels in a memfd sealed against shrinking, growing
+//!   and writing, sent as one fd; the receiver checks the seals and the size
+//!   before it maps it, so the peer can neither change the bytes nor make
+//!   the receiver fault with SIGBUS. The limit (default 256 MiB) is checked
+//!   by the sender and again by the receiver before anything is mapped or
+//!   allocated.
+//! * Small values allocate nothing per message in steady state: encoding
+//!   and receive buffers are reused.
+//!
+//! ## Validation
+//!
+//! Before a value is built, every frame is checked: magic, version, kind,
+//! reserved bits, the body length against the frame and the limit, the fd
+//! count against the header, each fd index used exactly once, no fd and no
+//! byte left over. A frame that fails is discarded, every fd it brought is
+//! closed, and the receive returns `Failed` with a [`FrameError`] (or a
+//! [`ChannelError::Decode`]). The channel stays usable: SEQPACKET and DGRAM
+//! keep message boundaries, so the next frame starts clean.
+//!
+//! The wire format is specified in `docs/wire-format.md`.
+//!
+//! ## DGRAM
+//!
+//! [`Config::datagram`] runs the same channel over a DGRAM socketpair. What
+//! you give up: DGRAM has no end of stream, so a receiver is never told
+//! that its senders are gone (dropped or dead), and a blocking `recv` would
+//! wait forever. What courier does: senders still see the receiver go
+//! (`Disconnected`), and receivers have `recv_timeout`/`recv_deadline` to
+//! bound every wait. Prefer SEQPACKET unless you need DGRAM.
+//!
+//! ## What postcard cannot carry
+//!
+//! postcard is not self-describing: the receiver must know the exact type.
+//! So `#[serde(untagged)]` enums, `#[serde(flatten)]`, internally tagged
+//! enums (`#[serde(tag = "...")]`), `serde_json::Value`-like "any" types and
+//! `deserialize_any` in general do not work, and `skip_serializing_if`
+//! breaks decoding. Use externally tagged enums (serde's default), explicit
+//! `Option` fields, and nested structs instead of `flatten`.
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod bytes;
+mod channel;
+mod codec;
+mod endpoint;
+mod error;
+mod fd;
+mod fdtable;
+mod shm;
+mod travel;
+mod wire;
+
+pub use bytes::Bytes;
+pub use channel::{channel, Config, Iter, Receiver, Sender, TryIter};
+pub use endpoint::{endpoints, Endpoint};
+pub use error::{
+    ChannelError, FrameError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
+};
+pub use fd::{as_fd, Fd, FdType};
+pub use wire::{HEADER_LEN, MAX_INLINE_FRAME, WIRE_VERSION};
+
+mod assertions {
+    use super::*;
+    use static_assertions::{assert_impl_all, assert_not_impl_any};
+
+    struct NotSend(#[allow(dead_code)] std::rc::Rc<()>);
+
+    assert_impl_all!(Sender<u64>: Clone, Send, Sync);
+    assert_impl_all!(Sender<NotSend>: Clone, Send, Sync);
+    assert_impl_all!(Receiver<u64>: Send);
+    assert_not_impl_any!(Receiver<u64>: Sync, Clone);
+    assert_impl_all!(Endpoint<u64, String>: Send);
+    assert_impl_all!(ChannelError: Send, Sync, std::error::Error);
+    assert_impl_all!(SendError<std::fs::File>: Send, std::error::Error);
+    assert_impl_all!(RecvError: Send, Sync, std::error::Error);
+}
