@@ -9,6 +9,10 @@
 //! * [`transport`] (crate `courier-transport`): safe AF_UNIX `SOCK_SEQPACKET`
 //!   and `SOCK_DGRAM` sockets, path and abstract addresses, fd and
 //!   credential passing, with close-on-exec and no-SIGPIPE always on.
+//! * [`channel`](mod@channel) (crate `courier-channel`): typed channels (serde +
+//!   postcard) whose values carry fds, other channels and large payloads;
+//!   its main items are re-exported at the root ([`channel()`],
+//!   [`Sender`], [`Receiver`], [`Endpoint`], [`Fd`], [`Bytes`], ...).
 //!
 //! ```
 //! use courier::transport::SeqPacketSocket;
@@ -24,4 +28,11 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub use courier_channel as channel;
 pub use courier_transport as transport;
+
+pub use courier_channel::{
+    as_fd, channel, endpoints, Bytes, ChannelError, Config, Endpoint, Fd, FdType, FrameError,
+    Receiver, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender, TryRecvError,
+    TrySendError,
+};

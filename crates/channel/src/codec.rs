@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::shm::{self, Mapping};
 use crate::wire::{BodyKind, Header, HEADER_LEN, MAX_INLINE_FRAME};
-use crate::{fdtable, ChannelError, Config, FrameError};
+use crate::{depth, fdtable, ChannelError, Config, FrameError};
 
 /// What a channel end sends and receives through.
 pub(crate) enum Link {
@@ -224,11 +224,17 @@ pub(crate) fn decode<T: DeserializeOwned>(
     };
     table.clear();
     table.extend(fds.drain(..).map(Some));
-    let (decoded, violation) = fdtable::decoding(table, || postcard::take_from_bytes::<T>(body));
+    let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
     if let Some(violation) = violation {
         return Err(violation); // a decoded value is dropped here, closing its fds
     }
-    let (value, rest) = decoded.map_err(ChannelError::Decode)?;
+    let (value, rest) = decoded.map_err(|e| match e {
+        Some(e) => ChannelError::Decode(e),
+        None => FrameError::TooDeep {
+            limit: depth::MAX_DEPTH,
+        }
+        .into(),
+    })?;
     if !rest.is_empty() {
         return Err(FrameError::TrailingBytes { count: rest.len() }.into());
     }

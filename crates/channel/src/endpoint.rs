@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use courier_transport::SeqPacketSocket;
+use courier_transport::{FrameTransport, SeqPacketSocket};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -73,6 +73,12 @@ impl<S: Serialize, R: DeserializeOwned> Endpoint<S, R> {
 
     pub(crate) fn halves(&self) -> (&Sender<S>, &Receiver<R>) {
         (&self.tx, &self.rx)
+    }
+
+    /// An endpoint over any bidirectional [`FrameTransport`] (a pipe pair,
+    /// a stream). It cannot itself travel inside a message.
+    pub fn with_transport(transport: Box<dyn FrameTransport>, config: Config) -> Self {
+        Self::from_link(Link::Other(transport), config)
     }
 
     /// The two halves, usable from different threads: the sender is

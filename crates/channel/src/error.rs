@@ -89,6 +89,13 @@ pub enum FrameError {
         /// How many were left (all closed).
         count: usize,
     },
+    /// The value nests deeper than courier decodes (a recursive type fed
+    /// by a hostile peer would otherwise overflow the stack).
+    #[error("value nests deeper than {limit} levels")]
+    TooDeep {
+        /// The nesting limit ([`MAX_DEPTH`](crate::MAX_DEPTH)).
+        limit: usize,
+    },
     /// Bytes after the value's end.
     #[error("{count} bytes follow the end of the value")]
     TrailingBytes {

@@ -33,6 +33,23 @@
 //!   closes when the send succeeds.
 //! * **Channels inside values**: a [`Sender`], [`Receiver`] or [`Endpoint`]
 //!   field travels as its socket and arrives working.
+//!
+//! ```
+//! use courier_channel::{channel, Sender};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Subscribe { topic: String, updates: Sender<String> }
+//!
+//! let (requests, server) = channel::<Subscribe>()?;
+//! let (updates, mine) = channel::<String>()?;
+//! requests.send(Subscribe { topic: "weather".into(), updates }).unwrap();
+//!
+//! let sub = server.recv().unwrap(); // in the real world: another process
+//! sub.updates.send(format!("{}: sunny", sub.topic)).unwrap();
+//! assert_eq!(mine.recv().unwrap(), "weather: sunny");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! * **Bytes**: [`Bytes`] encodes a byte buffer as one block instead of
 //!   element by element.
 //! * **Large values**: an encoded value above the inline threshold
@@ -50,10 +67,22 @@
 //! Before a value is built, every frame is checked: magic, version, kind,
 //! reserved bits, the body length against the frame and the limit, the fd
 //! count against the header, each fd index used exactly once, no fd and no
-//! byte left over. A frame that fails is discarded, every fd it brought is
+//! byte left over, and nesting at most [`MAX_DEPTH`] levels (so a recursive
+//! type cannot be used to overflow the receiver's stack). A frame that fails is discarded, every fd it brought is
 //! closed, and the receive returns `Failed` with a [`FrameError`] (or a
 //! [`ChannelError::Decode`]). The channel stays usable: SEQPACKET and DGRAM
 //! keep message boundaries, so the next frame starts clean.
+//!
+//! ```
+//! use courier_channel::{ChannelError, Config, FrameError, Receiver, RecvError};
+//! use courier_transport::SeqPacketSocket;
+//!
+//! let (raw, sock) = SeqPacketSocket::pair()?;
+//! let rx = Receiver::<u64>::from_socket(sock, Config::new());
+//! raw.send(b"not a courier frame")?;
+//! assert!(matches!(rx.recv(), Err(RecvError::Failed(ChannelError::Frame(FrameError::BadMagic { .. })))));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 //!
 //! The wire format is specified in `docs/wire-format.md`.
 //!
@@ -65,6 +94,19 @@
 //! wait forever. What courier does: senders still see the receiver go
 //! (`Disconnected`), and receivers have `recv_timeout`/`recv_deadline` to
 //! bound every wait. Prefer SEQPACKET unless you need DGRAM.
+//!
+//! ```
+//! use std::time::Duration;
+//! use courier_channel::{Config, RecvTimeoutError};
+//!
+//! let (tx, rx) = Config::new().datagram(true).channel::<u32>()?;
+//! tx.send(7).unwrap();
+//! drop(tx);
+//! assert_eq!(rx.recv_timeout(Duration::from_millis(100)).unwrap(), 7);
+//! // No end of stream on DGRAM: the wait is bounded instead.
+//! assert!(matches!(rx.recv_timeout(Duration::from_millis(10)), Err(RecvTimeoutError::Timeout)));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 //!
 //! ## What postcard cannot carry
 //!
@@ -81,6 +123,7 @@
 mod bytes;
 mod channel;
 mod codec;
+mod depth;
 mod endpoint;
 mod error;
 mod fd;
@@ -91,6 +134,7 @@ mod wire;
 
 pub use bytes::Bytes;
 pub use channel::{channel, Config, Iter, Receiver, Sender, TryIter};
+pub use depth::MAX_DEPTH;
 pub use endpoint::{endpoints, Endpoint};
 pub use error::{
     ChannelError, FrameError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
