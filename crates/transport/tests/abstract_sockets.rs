@@ -102,10 +102,18 @@ fn abstract_listener_creates_no_file_and_vanishes_on_close() {
     connect_and_exchange(&listener, &addr);
 
     drop(listener);
-    assert!(
-        !listed_in_proc(&name),
-        "/proc/net/unix still lists {name} after drop"
-    );
+    // Other tests of this binary spawn children: between their fork and
+    // exec a child holds a copy of every fd (close-on-exec acts only at
+    // exec), so the socket, and its name, may outlive our drop by that
+    // window. Wait for it, bounded.
+    let deadline = std::time::Instant::now() + WAIT;
+    while listed_in_proc(&name) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/proc/net/unix still lists {name} {WAIT:?} after drop"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_refused(&addr, "after drop");
 }
 
@@ -151,6 +159,7 @@ fn names_are_exact_byte_strings() {
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err:?}");
 
     drop(nul_listener);
+    common::wait_until_refused::<courier_transport::kind::SeqPacket>(&with_nul);
     assert_refused(&with_nul, "trailing-NUL name after its listener dropped");
     connect_and_exchange(&base_listener, &base);
 }

@@ -135,6 +135,7 @@ fn datagram_socket_file_has_exactly_the_requested_mode_whatever_the_umask() {
 fn make_stale(path: &Path) {
     let listener = Listener::bind(&Address::from(path)).expect("bind listener to make stale");
     drop(OwnedFd::from(listener));
+    common::wait_until_refused::<courier_transport::kind::SeqPacket>(&Address::from(path));
     assert!(
         std::fs::symlink_metadata(path)
             .expect("stale file exists")

@@ -209,3 +209,24 @@ pub fn temp_dir() -> tempfile::TempDir {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Waits (bounded by [`CHILD_TIMEOUT`]) until connecting to `addr` is
+/// refused, i.e. until the socket bound there is really gone.
+///
+/// Dropping the last fd of a socket in this process is not always the end
+/// of it: another test thread may be spawning a child, and between its fork
+/// and exec the child holds a copy of every fd (close-on-exec acts only at
+/// exec). The socket lives until that copy goes too.
+pub fn wait_until_refused<K: courier_transport::Kind>(addr: &Address) {
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    loop {
+        match courier_transport::Socket::<K>::try_connect(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "{addr} still accepts connections: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
