@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::{IoSlice, PipeReader, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use courier_channel::{
@@ -33,32 +32,12 @@ pub const KIND_INLINE: u8 = 0;
 /// Header kind byte: the body is in a sealed memfd, the frame's last fd.
 pub const KIND_SHARED: u8 = 1;
 
-/// The open fds of this process and what they point to (the fd used to read
-/// the directory itself is left out).
-pub fn fd_table() -> BTreeMap<i32, PathBuf> {
-    let mut table = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd") {
-        let entry = entry.expect("entry");
-        let fd: i32 = entry
-            .file_name()
-            .to_string_lossy()
-            .parse()
-            .expect("fd number");
-        if let Ok(target) = std::fs::read_link(entry.path()) {
-            table.insert(fd, target);
-        }
-    }
-    let own_dir = PathBuf::from(format!("/proc/{}/fd", std::process::id()));
-    table.retain(|_, t| *t != own_dir);
-    table
-}
+/// The transport's test helpers (fd table, fd lock, child roles), shared
+/// rather than copied.
+#[path = "../../../transport/tests/common/mod.rs"]
+mod transport_common;
 
-/// Serialises the tests of one binary that compare fd tables, so that
-/// other tests of the same binary do not open fds meanwhile.
-pub fn fd_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use transport_common::{fd_lock, fd_table};
 
 /// Asserts that the fd table is `baseline` again, naming the fds that
 /// appeared or vanished.
