@@ -55,6 +55,11 @@ pub(crate) fn run<T>(
         Wait::Never => (MsgFlags::MSG_DONTWAIT, None),
         Wait::Until(d) => (MsgFlags::MSG_DONTWAIT, Some(d)),
     };
+    // Set once poll has said "ready": if the call still would block, the
+    // readiness is not about what blocks it (an unconnected DGRAM send to a
+    // full receiver: POLLOUT is our buffer, not the receiver's queue), and
+    // polling again would return at once. Back off instead of spinning.
+    let mut backoff: Option<Duration> = None;
     loop {
         match op(flags) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -62,15 +67,27 @@ pub(crate) fn run<T>(
                 Wait::Never => return Err(e),
                 Wait::Block if !poll_when_blocking => return Err(e),
                 _ => {
+                    if let Some(pause) = backoff {
+                        let left =
+                            deadline.map_or(pause, |d| d.saturating_duration_since(Instant::now()));
+                        std::thread::sleep(pause.min(left));
+                        backoff = Some((pause * 2).min(MAX_BACKOFF));
+                    }
                     if !poll_ready(fd, events, deadline)? {
                         return Err(io::ErrorKind::TimedOut.into());
                     }
+                    backoff.get_or_insert(MIN_BACKOFF);
                 }
             },
             other => return other,
         }
     }
 }
+
+/// The first pause after readiness that did not let the call through.
+const MIN_BACKOFF: Duration = Duration::from_micros(50);
+/// The longest pause: how late a wait may notice that the call can proceed.
+const MAX_BACKOFF: Duration = Duration::from_millis(1);
 
 /// Waits until `fd` has one of `events` (or an error/hangup), or until
 /// `deadline`. Returns `false` when the deadline passed first.

@@ -265,3 +265,44 @@ fn dgram_shutdown_write_is_local() {
     assert_eq!(a.recv_timeout(&mut buf, LONG).expect("recv"), 10);
     assert_eq!(&buf[..10], b"still here");
 }
+
+/// A deadline send to a bound receiver whose queue is full must wait, not
+/// spin: POLLOUT on the unconnected sender says nothing about the
+/// receiver's queue, so ready-then-EAGAIN repeats until the deadline.
+#[test]
+fn a_deadline_send_to_a_full_receiver_waits_without_spinning() {
+    let addr = Address::from(AbstractName::random().expect("name"));
+    let _receiver = DatagramSocket::bind(&addr).expect("bind");
+    let sender = DatagramSocket::unbound().expect("unbound");
+    let msg = [IoSlice::new(b"x")];
+    let mut queued = 0;
+    while sender
+        .send_msg_to_addr(&SendMsg::new(&msg), &addr, Wait::Never)
+        .is_ok()
+    {
+        queued += 1;
+        assert!(queued < 100_000, "the receiver's queue never filled");
+    }
+    let cpu = || {
+        let t = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+            .expect("getrusage");
+        let micros =
+            |tv: nix::sys::time::TimeVal| tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64;
+        std::time::Duration::from_micros(micros(t.user_time()) + micros(t.system_time()))
+    };
+    let before = cpu();
+    let err = sender
+        .send_msg_to_addr(
+            &SendMsg::new(&msg),
+            &addr,
+            Wait::timeout(std::time::Duration::from_millis(500)),
+        )
+        .expect_err("the queue is full");
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err:?}");
+    let burnt = cpu() - before;
+    // A spinning wait burns most of the 500 ms even on a shared core.
+    assert!(
+        burnt < std::time::Duration::from_millis(100),
+        "waiting 500 ms burnt {burnt:?} of CPU"
+    );
+}
