@@ -272,8 +272,14 @@ impl<K: Kind> Socket<K> {
             }
             .into());
         }
-        let mut control = CmsgBuf::new();
-        let control = control.encode(msg.fds, msg.credentials);
+        // Most messages carry no ancillary data: no control buffer then.
+        let mut buf;
+        let control: &[u8] = if msg.fds.is_empty() && msg.credentials.is_none() {
+            &[]
+        } else {
+            buf = CmsgBuf::new();
+            buf.encode(msg.fds, msg.credentials)
+        };
         let fd = self.fd.as_fd();
         let sent = wait::run(fd, wait, PollFlags::POLLOUT, false, |flags| {
             sys::sendmsg(fd, msg.bufs, control, to, flags)
@@ -281,15 +287,17 @@ impl<K: Kind> Socket<K> {
         sent.map_err(|e| self.explain_send_error(e, size))
     }
 
-    /// Turns EMSGSIZE, and ENOBUFS above the ceiling, into a message that
-    /// names the size and the limit.
+    /// Turns EMSGSIZE (above `SO_SNDBUF - 32`) into an error that names the
+    /// size and the limit; other errors pass unchanged, with no syscall.
+    /// ENOBUFS is left alone: sizes above the ceiling never reach the
+    /// kernel, so below it ENOBUFS means memory pressure.
     fn explain_send_error(&self, err: io::Error, size: usize) -> io::Error {
-        let errno = err.raw_os_error();
-        let too_large = errno == Some(libc::EMSGSIZE)
-            || (errno == Some(libc::ENOBUFS) && size > KERNEL_MESSAGE_CEILING);
+        if err.raw_os_error() != Some(libc::EMSGSIZE) {
+            return err;
+        }
         match self.max_message_len() {
-            Ok(limit) if too_large => TransportError::MessageTooLarge { size, limit }.into(),
-            _ => err,
+            Ok(limit) => TransportError::MessageTooLarge { size, limit }.into(),
+            Err(_) => err,
         }
     }
 
