@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 
 use courier_transport::{DatagramSocket, Listener, SeqPacketSocket};
-use nix::sys::socket::{self, sockopt, SockType, SockaddrLike};
+use nix::sys::socket::{self, sockopt};
 use nix::sys::stat::{fstat, SFlag};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -64,24 +64,21 @@ impl FdType for PipeWriter {
     }
 }
 
-fn check_std_socket(fd: &OwnedFd, want: SockType, listening: bool) -> Result<(), String> {
-    match socket::getsockopt(fd, sockopt::SockType) {
-        Ok(ty) if ty == want => {}
-        Ok(ty) => return Err(format!("expected a {want:?} socket, got {ty:?}")),
-        Err(e) => return Err(format!("expected a socket: {e}")),
-    }
-    let addr: socket::SockaddrStorage = socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(fd))
-        .map_err(|e| format!("getsockname failed: {e}"))?;
-    if addr.family() != Some(socket::AddressFamily::Unix) {
-        return Err("expected an AF_UNIX socket".into());
+fn check_std_socket(fd: &OwnedFd, want: i32, listening: bool) -> Result<(), String> {
+    let found = courier_transport::unix_socket_type(fd)
+        .map_err(|e| format!("expected an AF_UNIX socket: {e}"))?;
+    if found != want {
+        return Err(format!(
+            "expected an AF_UNIX socket of type {want}, got type {found}"
+        ));
     }
     if listening != socket::getsockopt(fd, sockopt::AcceptConn).unwrap_or(false) {
-        return Err(if listening {
-            "expected a listening socket"
+        let want = if listening {
+            "a listening socket"
         } else {
-            "expected a non-listening socket"
-        }
-        .into());
+            "a connected or unbound socket"
+        };
+        return Err(format!("expected {want}"));
     }
     Ok(())
 }
@@ -97,9 +94,9 @@ macro_rules! std_unix_socket {
     };
 }
 
-std_unix_socket!(UnixStream, SockType::Stream, false);
-std_unix_socket!(UnixDatagram, SockType::Datagram, false);
-std_unix_socket!(UnixListener, SockType::Stream, true);
+std_unix_socket!(UnixStream, nix::libc::SOCK_STREAM, false);
+std_unix_socket!(UnixDatagram, nix::libc::SOCK_DGRAM, false);
+std_unix_socket!(UnixListener, nix::libc::SOCK_STREAM, true);
 
 macro_rules! courier_socket {
     ($ty:ty) => {
@@ -243,5 +240,29 @@ pub mod as_fd {
             fdtable::refuse(reason);
             de::Error::custom("fd refused")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn std_socket_fields_check_what_arrives() {
+        let (stream, _peer) = UnixStream::pair().unwrap();
+        assert!(UnixStream::from_fd(OwnedFd::from(stream)).is_ok());
+        let (seq, _peer) = SeqPacketSocket::pair().unwrap();
+        let err = UnixStream::from_fd(OwnedFd::from(seq)).unwrap_err();
+        assert!(err.contains("type"), "{err}");
+        let (stream, _peer) = UnixStream::pair().unwrap();
+        let err = UnixListener::from_fd(OwnedFd::from(stream)).unwrap_err();
+        assert!(err.contains("listening"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("l.sock")).unwrap();
+        assert!(UnixListener::from_fd(OwnedFd::from(listener)).is_ok());
+        let file: OwnedFd = File::open("/dev/null").unwrap().into();
+        assert!(UnixDatagram::from_fd(file).unwrap_err().contains("AF_UNIX"));
+        let file: OwnedFd = File::open("/dev/null").unwrap().into();
+        assert!(PipeReader::from_fd(file).unwrap_err().contains("pipe"));
     }
 }

@@ -36,9 +36,29 @@ impl From<FromFdError> for io::Error {
     }
 }
 
+/// The `SO_TYPE` of `fd` (`libc::SOCK_STREAM`, `SOCK_DGRAM`,
+/// `SOCK_SEQPACKET`, ...) after checking that it is an AF_UNIX socket: what
+/// the checked conversions use, for code that adopts other socket types.
+///
+/// ```
+/// use courier_transport::{unix_socket_type, SeqPacketSocket};
+///
+/// let (a, _b) = SeqPacketSocket::pair()?;
+/// assert_eq!(unix_socket_type(&a)?, nix::libc::SOCK_SEQPACKET);
+/// assert!(unix_socket_type(std::fs::File::open("/dev/null")?).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`TransportError::NotUnixSocket`] for anything but an AF_UNIX socket.
+pub fn unix_socket_type(fd: impl AsFd) -> io::Result<i32> {
+    sys::unix_socket_type(fd.as_fd())
+}
+
 /// Checks that `fd` is an AF_UNIX socket of type `K`.
 fn check_kind<K: Kind>(fd: &OwnedFd) -> io::Result<()> {
-    let found = sys::unix_socket_type(fd.as_fd())?;
+    let found = unix_socket_type(fd)?;
     if found != K::RAW_TYPE {
         return Err(TransportError::WrongSocketType {
             expected: K::NAME,

@@ -133,7 +133,7 @@ mod wait;
 
 pub use addr::{AbstractName, Address};
 pub use bind::BindOptions;
-pub use convert::FromFdError;
+pub use convert::{unix_socket_type, FromFdError};
 pub use cred::Credentials;
 pub use error::TransportError;
 pub use frame::FrameTransport;
