@@ -7,7 +7,10 @@
 //! fds only travel through courier channels.
 
 use std::cell::RefCell;
+#[cfg(test)]
+use std::os::fd::AsFd;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::thread::LocalKey;
 
 use crate::{ChannelError, FrameError};
 
@@ -22,11 +25,38 @@ struct Incoming {
     violation: Option<ChannelError>,
 }
 
+/// Installs `value` in `key` while `run` runs and returns it with the
+/// result. Whatever was installed before is put back afterwards, also when
+/// `run` panics (a user's `Serialize`/`Deserialize` impl may): the table and
+/// its fds are then dropped instead of being stranded in the thread-local.
+fn scoped<T: 'static, R>(
+    key: &'static LocalKey<RefCell<Option<T>>>,
+    value: T,
+    run: impl FnOnce() -> R,
+) -> (Option<T>, R) {
+    struct Restore<T: 'static> {
+        key: &'static LocalKey<RefCell<Option<T>>>,
+        previous: Option<T>,
+    }
+    impl<T: 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            let previous = self.previous.take();
+            let ours = self.key.with(|t| t.replace(previous));
+            drop(ours); // outside the borrow: closes fds stranded by a panic
+        }
+    }
+    let previous = key.with(|t| t.replace(Some(value)));
+    let restore = Restore { key, previous };
+    let result = run();
+    let mine = key.with(|t| t.take());
+    drop(restore);
+    (mine, result)
+}
+
 /// Runs `encode` with `fds` as the outgoing table; fd fields append to it.
 pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) -> R {
-    let previous = OUTGOING.with(|t| t.replace(Some(std::mem::take(fds))));
-    let result = encode();
-    *fds = OUTGOING.with(|t| t.replace(previous)).unwrap_or_default();
+    let (mine, result) = scoped(&OUTGOING, std::mem::take(fds), encode);
+    *fds = mine.unwrap_or_default();
     result
 }
 
@@ -58,13 +88,15 @@ pub(crate) fn decoding<R>(
         fds: std::mem::take(fds),
         violation: None,
     };
-    let previous = INCOMING.with(|t| t.replace(Some(mine)));
-    let result = decode();
-    let mine = INCOMING
-        .with(|t| t.replace(previous))
-        .expect("table installed above");
-    *fds = mine.fds;
-    let mut violation = mine.violation;
+    let (mine, result) = scoped(&INCOMING, mine, decode);
+    let Incoming {
+        fds: table,
+        mut violation,
+    } = mine.unwrap_or(Incoming {
+        fds: Vec::new(),
+        violation: None,
+    });
+    *fds = table;
     let left = fds.iter().filter(|f| f.is_some()).count();
     if violation.is_none() && left > 0 {
         violation = Some(FrameError::FdsLeftOver { count: left }.into());
@@ -102,4 +134,37 @@ pub(crate) fn refuse(reason: String) {
                 .get_or_insert(ChannelError::Refused(reason));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_codec_strands_no_table() {
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let mut table = vec![Some(fd)];
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoding(&mut table, || panic!("a Deserialize impl panicked"))
+        }));
+        assert!(panicked.is_err());
+        assert!(
+            INCOMING.with(|t| t.borrow().is_none()),
+            "the table stayed installed"
+        );
+
+        let mut out = Vec::new();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            encoding(&mut out, || {
+                push(std::fs::File::open("/dev/null").unwrap().as_fd()).unwrap();
+                panic!("a Serialize impl panicked")
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(
+            OUTGOING.with(|t| t.borrow().is_none()),
+            "the table stayed installed"
+        );
+        assert!(take(0).is_err(), "no table may answer outside a decode");
+    }
 }
