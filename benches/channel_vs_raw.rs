@@ -11,7 +11,9 @@
 //! noise on this shared machine hits all of them alike; the table gives the
 //! median of the rounds and the ratio to the raw baseline.
 
+use std::ffi::OsStr;
 use std::io::IoSlice;
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use courier::channel::{Bytes, Config, Endpoint};
@@ -22,17 +24,16 @@ const MIB: usize = 1 << 20;
 const BIG_SNDBUF: usize = 8 * MIB;
 
 fn main() {
-    if let Ok(addr) = std::env::var(PEER_ENV) {
-        peer(&addr);
+    if let Some(name) = std::env::var_os(PEER_ENV) {
+        peer(name.as_bytes());
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 5 } else { 15 };
     let name = AbstractName::random().expect("name");
-    let hex: String = name.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    let listener = Listener::bind(&Address::from(name)).expect("bind");
+    let listener = Listener::bind(&Address::from(name.clone())).expect("bind");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(PEER_ENV, hex)
+        .env(PEER_ENV, OsStr::from_bytes(name.as_bytes())) // random names are printable ASCII
         .spawn()
         .expect("spawn peer");
     let connect = |mode: &[u8]| {
@@ -164,12 +165,8 @@ fn typed_tput(e: &Endpoint<Bytes, u64>, size: usize, count: usize) -> f64 {
 }
 
 /// The peer process: one thread per connection, each echoing or sinking.
-fn peer(hex: &str) {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    let addr = Address::from(AbstractName::new(bytes).unwrap());
+fn peer(name: &[u8]) {
+    let addr = Address::from(AbstractName::new(name).unwrap());
     let mut threads = Vec::new();
     for _ in 0..5 {
         let s = SeqPacketSocket::connect(&addr).expect("connect");

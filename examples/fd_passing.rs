@@ -8,8 +8,10 @@
 //! cargo run --example fd_passing
 //! ```
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,7 +20,11 @@ use courier::transport::{AbstractName, Address, Listener, SeqPacketSocket};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    match std::env::args().nth(1).as_deref() {
+    match std::env::args_os()
+        .nth(1)
+        .as_deref()
+        .and_then(OsStr::to_str)
+    {
         Some("--child") => child(),
         _ => parent(),
     }
@@ -27,9 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn parent() -> Result<(), Box<dyn std::error::Error>> {
     let name = AbstractName::random()?;
     let listener = Listener::bind(&Address::from(name.clone()))?;
-    let hex: String = name.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    // A random name is printable ASCII, so it travels as an argument as is.
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["--child", &hex])
+        .arg("--child")
+        .arg(OsStr::from_bytes(name.as_bytes()))
         .spawn()?;
 
     let conn = listener.accept_timeout(TIMEOUT)?;
@@ -73,12 +80,8 @@ fn parent() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn child() -> Result<(), Box<dyn std::error::Error>> {
-    let hex = std::env::args().nth(2).ok_or("missing address")?;
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()?;
-    let conn = SeqPacketSocket::connect(&Address::from(AbstractName::new(bytes)?))?;
+    let name = std::env::args_os().nth(2).ok_or("missing address")?;
+    let conn = SeqPacketSocket::connect(&Address::from(AbstractName::new(name.as_bytes())?))?;
 
     let mut buf = [0; 128];
     let mut fds = Vec::new();
