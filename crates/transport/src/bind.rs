@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -89,6 +89,56 @@ pub(crate) struct OwnedPath {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// Held for its drop, which runs after the file is removed.
+    _dirs: CreatedDirs,
+}
+
+/// Directories a bind created for its socket file, mode 0700; removed on
+/// drop, deepest first, when empty.
+#[derive(Debug, Default)]
+struct CreatedDirs {
+    /// Outermost first.
+    dirs: Vec<PathBuf>,
+}
+
+impl CreatedDirs {
+    /// Creates the missing ancestors of `path`, each 0700 whatever the
+    /// umask: only the owner can enter them, so only the owner can reach a
+    /// socket inside.
+    fn create_parents_of(path: &Path) -> io::Result<CreatedDirs> {
+        let mut missing = Vec::new();
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            match std::fs::symlink_metadata(d) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(d.to_path_buf()),
+                Err(e) => return Err(e),
+            }
+            dir = d.parent();
+        }
+        let mut created = CreatedDirs::default();
+        for d in missing.into_iter().rev() {
+            match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+                Ok(()) => {
+                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+                    created.dirs.push(d);
+                }
+                // Made by someone else meanwhile: theirs, not ours to remove.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(created)
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            // Fails, harmlessly, when someone put something else there.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 impl OwnedPath {
@@ -131,6 +181,7 @@ pub(crate) fn bind(
             other => Ok(other.map(|()| None)?),
         };
     };
+    let dirs = CreatedDirs::create_parents_of(path)?;
     let mode = Mode::from_bits_truncate(opts.mode);
     // Linux creates the file with the socket inode's mode masked by the
     // umask, so setting the mode first means the file never exists with more
@@ -159,6 +210,7 @@ pub(crate) fn bind(
         path: path.clone(),
         dev: meta.dev(),
         ino: meta.ino(),
+        _dirs: dirs,
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode))?;
     Ok(Some(owned))

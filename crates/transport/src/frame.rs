@@ -78,6 +78,19 @@ pub trait FrameTransport: Send + Sync {
 
     /// The fd to poll for writability before [`send_frame`](Self::send_frame).
     fn writable_fd(&self) -> BorrowedFd<'_>;
+
+    /// Tells the peer this side is done, even if copies of the underlying fd
+    /// survive elsewhere (in a child that inherited it, in flight in a
+    /// message): `Write` ends its receiving, `Read` ends its sending. The
+    /// default does nothing, for transports with no such notion.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's.
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        let _ = how;
+        Ok(())
+    }
 }
 
 impl<K: Kind> FrameTransport for Socket<K> {
@@ -140,5 +153,14 @@ impl<K: Kind> FrameTransport for Socket<K> {
 
     fn writable_fd(&self) -> BorrowedFd<'_> {
         self.as_fd()
+    }
+
+    /// `shutdown(2)`; on an unconnected socket or a peer already gone
+    /// (`ENOTCONN`) there is nothing to tell, and it succeeds.
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match Socket::shutdown(self, how) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+            other => other,
+        }
     }
 }

@@ -60,8 +60,17 @@
 //! umask ([`BindOptions::mode`] changes it); a stale socket file nobody
 //! listens on is replaced; something that is not a socket is never removed;
 //! the file is removed on drop if it is still the one the bind created.
+//! Missing directories above the socket file are created mode 0700 (only
+//! the owner can enter them) and removed again on drop when empty.
 //! Abstract names are reachable by anyone in the network namespace: use
 //! [`AbstractName::random`] and check [`Socket::peer_cred`].
+//!
+//! ## Processes
+//!
+//! [`inherit`] hands one fd to one spawned child, race-free: every courier
+//! fd is close-on-exec, and only the chosen child clears that flag, between
+//! its `fork` and `exec`. [`PidFd`] names a process for waiting on its
+//! death ([`PidFd::open`] for a child, [`Socket::peer_pidfd`] for a peer).
 //!
 //! ## Waiting
 //!
@@ -124,9 +133,11 @@ mod cred;
 mod dgram;
 mod error;
 mod frame;
+mod inherit;
 pub mod kind;
 mod listener;
 mod msg;
+mod pidfd;
 mod socket;
 mod sys;
 mod wait;
@@ -137,9 +148,11 @@ pub use convert::{unix_socket_type, FromFdError};
 pub use cred::Credentials;
 pub use error::TransportError;
 pub use frame::FrameTransport;
+pub use inherit::{adopt_inherited, inherit, InheritedFd};
 pub use kind::Kind;
 pub use listener::{Incoming, Listener};
 pub use msg::{Received, RecvMsg, SendMsg, MAX_FDS};
+pub use pidfd::PidFd;
 pub use socket::{DatagramSocket, SeqPacketSocket, Socket, CONNECT_SLACK, KERNEL_MESSAGE_CEILING};
 pub use wait::Wait;
 
@@ -155,6 +168,8 @@ mod assertions {
     assert_impl_all!(DatagramSocket: FrameTransport);
     assert_impl_all!(TransportError: Send, Sync, std::error::Error);
     assert_impl_all!(FromFdError: Send, Sync, std::error::Error);
+    assert_impl_all!(PidFd: Send, Sync, AsFd, std::fmt::Debug);
+    assert_impl_all!(InheritedFd: Send, Sync, std::fmt::Debug);
     // Copies of a socket are explicit (`try_clone`), never implicit.
     assert_not_impl_any!(SeqPacketSocket: Clone, Copy);
     assert_not_impl_any!(Listener: Clone, Copy);

@@ -43,7 +43,8 @@ pub struct Listener {
 
 impl Listener {
     /// Listens on `addr` with the default [`BindOptions`] (socket file mode
-    /// 0600, backlog 128, stale socket files replaced).
+    /// 0600, backlog 128, stale socket files replaced). Missing directories
+    /// above a path socket are created mode 0700, and removed on drop.
     ///
     /// # Errors
     ///

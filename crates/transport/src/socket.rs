@@ -17,6 +17,7 @@ use nix::sys::time::TimeVal;
 use crate::bind::OwnedPath;
 use crate::cmsg::CmsgBuf;
 use crate::kind::{Datagram, Kind, SeqPacket};
+use crate::pidfd::PidFd;
 use crate::wait::{self, Wait};
 use crate::{sys, Address, Credentials, Received, RecvMsg, SendMsg, TransportError, MAX_FDS};
 
@@ -577,6 +578,19 @@ impl<K: Kind> Socket<K> {
         Ok(socket::getsockopt(&self.fd, sockopt::PassCred)?)
     }
 
+    /// Whether this socket accepts fds (`SO_PASSRIGHTS`, on by default).
+    /// Turned off, the kernel refuses any message carrying SCM_RIGHTS: the
+    /// sender's `sendmsg` fails with `EPERM` and no fd ever reaches this
+    /// process. Returns `false` where the kernel lacks the option
+    /// (before Linux 6.16); the caller then has to close fds that arrive.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's.
+    pub fn set_pass_rights(&self, on: bool) -> io::Result<bool> {
+        sys::set_pass_rights(self.fd.as_fd(), on)
+    }
+
     /// The peer's pid, uid and gid (`SO_PEERCRED`): a snapshot taken when the
     /// connection or the pair was made.
     ///
@@ -600,9 +614,9 @@ impl<K: Kind> Socket<K> {
     ///
     /// `ESRCH` when the peer process has already been reaped; `ENODATA`
     /// when the socket has no peer credentials.
-    pub fn peer_pidfd(&self) -> io::Result<Option<OwnedFd>> {
+    pub fn peer_pidfd(&self) -> io::Result<Option<PidFd>> {
         match socket::getsockopt(&self.fd, sockopt::PeerPidfd) {
-            Ok(fd) => Ok(Some(fd)),
+            Ok(fd) => Ok(Some(PidFd::from_owned(fd))),
             Err(Errno::ENOPROTOOPT) => Ok(None),
             Err(e) => Err(e.into()),
         }

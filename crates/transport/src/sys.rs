@@ -62,8 +62,9 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 #[allow(unsafe_code)]
 fn owned(raw: std::os::fd::RawFd) -> OwnedFd {
     use std::os::fd::FromRawFd;
-    // SAFETY: `raw` was returned by a successful accept4(2) a moment ago and
-    // has not been given to anything else.
+    // SAFETY: `raw` was returned a moment ago by a successful syscall that
+    // creates an fd (accept4, fcntl F_DUPFD_CLOEXEC, pidfd_open) and has not
+    // been given to anything else.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
@@ -195,6 +196,81 @@ pub(crate) fn peer_shut_down(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
     Errno::result(ret)?;
     Ok(pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+}
+
+/// `SO_PASSRIGHTS` (Linux 6.16+, `asm-generic/socket.h`): whether the
+/// socket accepts SCM_RIGHTS. libc does not name it yet.
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Sets `SO_PASSRIGHTS`. `Ok(false)` where the kernel does not know it.
+#[allow(unsafe_code)]
+pub(crate) fn set_pass_rights(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
+    let value: libc::c_int = on.into();
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            std::ptr::from_ref(&value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match Errno::result(ret) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOPROTOOPT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// pidfd_open(2), close-on-exec (pidfds always are). `Ok(None)` where the
+/// kernel lacks it (before 5.3).
+#[allow(unsafe_code)]
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd
+    // or -1; no memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    match Errno::result(ret) {
+        Ok(raw) => Ok(Some(owned(raw as std::os::fd::RawFd))),
+        Err(Errno::ENOSYS) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A duplicate of `fd`, close-on-exec, numbered `min` or above.
+pub(crate) fn dup_at_least(fd: BorrowedFd<'_>, min: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    Ok(owned(raw))
+}
+
+/// The `F_GETFD` flags of fd number `raw` (no ownership needed: the
+/// number is only looked up).
+#[allow(unsafe_code)]
+pub(crate) fn fd_flags(raw: std::os::fd::RawFd) -> io::Result<libc::c_int> {
+    // SAFETY: fcntl(F_GETFD) reads the flags of a number and touches no
+    // memory; a number that is not open fails with EBADF.
+    let ret = unsafe { libc::fcntl(raw, libc::F_GETFD) };
+    Ok(Errno::result(ret)?)
+}
+
+/// Sets `FD_CLOEXEC`.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    Ok(())
+}
+
+/// Clears `FD_CLOEXEC` on fd number `raw`. Async-signal-safe and
+/// allocation-free: it runs in a forked child before exec.
+#[allow(unsafe_code)]
+pub(crate) fn clear_cloexec_in_child(raw: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_SETFD) on a number touches no memory; a number that
+    // is not open fails with EBADF.
+    let ret = unsafe { libc::fcntl(raw, libc::F_SETFD, 0) };
+    if ret == -1 {
+        // An OS error code: building it does not allocate.
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -116,3 +116,16 @@ pub(crate) fn poll_ready(
         }
     }
 }
+
+/// Whether `fd` has one of `events` (or an error/hangup) now, without
+/// waiting.
+pub(crate) fn poll_now(fd: BorrowedFd<'_>, events: PollFlags) -> io::Result<bool> {
+    loop {
+        let mut fds = [PollFd::new(fd, events)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(n) => return Ok(n > 0),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
