@@ -28,11 +28,16 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod spawn;
+
+pub use spawn::{from_env, CommandExt, Spawned, CHANNEL_ENV};
+
 pub use courier_channel as channel;
 pub use courier_transport as transport;
 
 pub use courier_channel::{
-    as_fd, channel, endpoints, Bytes, ChannelError, Config, Endpoint, Fd, FdType, FrameError,
-    Receiver, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender, TryRecvError,
-    TrySendError,
+    as_fd, channel, endpoints, Authorize, Bytes, CallError, ChannelError, Client, Config,
+    ConnectError, Endpoint, Fd, FdType, FrameError, Hello, Listener, Receiver, RecvError,
+    RecvTimeoutError, SendError, SendTimeoutError, Sender, Served, TryRecvError, TrySendError,
 };
+pub use courier_transport::{AbstractName, Address, Credentials, PidFd};

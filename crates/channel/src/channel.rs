@@ -13,132 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, Link, RecvFail, RecvState, SendFail, Shared};
-use crate::wire::{HEADER_LEN, MAX_INLINE_FRAME};
 use crate::{
-    ChannelError, Endpoint, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    ChannelError, Config, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-
-/// How a channel is made: its transport, message limit and inline
-/// threshold.
-///
-/// ```
-/// use courier_channel::Config;
-///
-/// let (tx, rx) = Config::new().limit(1 << 20).channel::<String>()?;
-/// tx.send("small".to_string()).unwrap();
-/// assert_eq!(rx.recv().unwrap(), "small");
-/// assert!(tx.send("x".repeat(2 << 20)).is_err()); // above the limit, handed back
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
-    limit: usize,
-    inline_threshold: usize,
-    datagram: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            limit: Config::DEFAULT_LIMIT,
-            inline_threshold: Config::DEFAULT_INLINE_THRESHOLD,
-            datagram: false,
-        }
-    }
-}
-
-impl Config {
-    /// The default message limit: 256 MiB of encoded value.
-    pub const DEFAULT_LIMIT: usize = 256 << 20;
-    /// Encoded values up to this size travel inside the frame; larger ones
-    /// in a sealed memfd. Chosen from measurements, see the crate docs.
-    pub const DEFAULT_INLINE_THRESHOLD: usize = 64 << 10;
-    /// The largest inline threshold: what every receiver is ready for.
-    pub const MAX_INLINE_THRESHOLD: usize = MAX_INLINE_FRAME - HEADER_LEN;
-
-    /// SEQPACKET, [`DEFAULT_LIMIT`](Self::DEFAULT_LIMIT),
-    /// [`DEFAULT_INLINE_THRESHOLD`](Self::DEFAULT_INLINE_THRESHOLD).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The largest encoded value this end sends or accepts. A sender gets
-    /// [`ChannelError::TooLarge`] above it; a receiver refuses a frame that
-    /// declares more before it maps or allocates anything.
-    pub fn limit(self, limit: usize) -> Self {
-        Config { limit, ..self }
-    }
-
-    /// The limit set.
-    pub fn get_limit(&self) -> usize {
-        self.limit
-    }
-
-    /// Encoded values larger than this go through shared memory (capped at
-    /// [`MAX_INLINE_THRESHOLD`](Self::MAX_INLINE_THRESHOLD)).
-    pub fn inline_threshold(self, bytes: usize) -> Self {
-        Config {
-            inline_threshold: bytes.min(Self::MAX_INLINE_THRESHOLD),
-            ..self
-        }
-    }
-
-    /// The inline threshold set.
-    pub fn get_inline_threshold(&self) -> usize {
-        self.inline_threshold
-    }
-
-    /// Use a `SOCK_DGRAM` socketpair instead of `SOCK_SEQPACKET`. A DGRAM
-    /// receiver is never told that its senders are gone (the kernel gives no
-    /// end of stream on DGRAM), so [`Receiver::recv`] would wait forever
-    /// after they die: bound every receive with a timeout. Senders still
-    /// learn that the receiver is gone.
-    pub fn datagram(self, datagram: bool) -> Self {
-        Config { datagram, ..self }
-    }
-
-    /// Whether DGRAM is used.
-    pub fn is_datagram(&self) -> bool {
-        self.datagram
-    }
-
-    /// A connected socketpair wrapped as two links.
-    fn pair(&self) -> io::Result<(Link, Link)> {
-        Ok(if self.datagram {
-            let (a, b) = DatagramSocket::pair()?;
-            (Link::Datagram(a), Link::Datagram(b))
-        } else {
-            let (a, b) = SeqPacketSocket::pair()?;
-            (Link::SeqPacket(a), Link::SeqPacket(b))
-        })
-    }
-
-    /// A new channel with these settings.
-    ///
-    /// # Errors
-    ///
-    /// When the socketpair cannot be made (out of fds, AF_UNIX forbidden).
-    pub fn channel<T: Serialize + DeserializeOwned>(&self) -> io::Result<(Sender<T>, Receiver<T>)> {
-        let (a, b) = self.pair()?;
-        Ok((Sender::new(a, *self), Receiver::new(b, *self)))
-    }
-
-    /// Two connected bidirectional endpoints with these settings: the first
-    /// sends `A` and receives `B`, the second the other way round.
-    ///
-    /// # Errors
-    ///
-    /// When the socketpair cannot be made.
-    pub fn endpoints<A, B>(&self) -> io::Result<(Endpoint<A, B>, Endpoint<B, A>)>
-    where
-        A: Serialize + DeserializeOwned,
-        B: Serialize + DeserializeOwned,
-    {
-        let (a, b) = self.pair()?;
-        Ok((Endpoint::from_link(a, *self), Endpoint::from_link(b, *self)))
-    }
-}
 
 /// A typed channel over a new SEQPACKET socketpair, with the default
 /// [`Config`].
@@ -173,10 +51,11 @@ pub struct Sender<T> {
 
 impl<T: Serialize> Sender<T> {
     pub(crate) fn new(link: Link, config: Config) -> Self {
-        Self::from_shared(Arc::new(Shared { link, config }))
+        Self::from_shared(Shared::new(link, config))
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        shared.sender_added();
         Sender {
             shared,
             kind: PhantomData,
@@ -273,10 +152,23 @@ impl<T: Serialize> Sender<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
+        self.shared.sender_added();
         Sender {
             shared: Arc::clone(&self.shared),
             kind: PhantomData,
         }
+    }
+}
+
+/// The last sender of a socket shuts its writing side down
+/// (`shutdown(SHUT_WR)`), so the receiver sees end of stream after the
+/// queued values even if a stray copy of the fd lives on in another process
+/// (one that inherited it by accident, or a message in flight). A sender
+/// that has been put in a message does not: another process owns the
+/// socket too now.
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.shared.sender_dropped();
     }
 }
 
@@ -310,7 +202,7 @@ pub struct Receiver<T> {
 
 impl<T: DeserializeOwned> Receiver<T> {
     pub(crate) fn new(link: Link, config: Config) -> Self {
-        Self::from_shared(Arc::new(Shared { link, config }))
+        Self::from_shared(Shared::new(link, config))
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
@@ -420,6 +312,16 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// This end's settings.
     pub fn config(&self) -> Config {
         self.shared.config
+    }
+}
+
+/// Dropping a receiver shuts its socket's reading side down
+/// (`shutdown(SHUT_RD)`): the peer's sends fail with `Disconnected` at once,
+/// even if a stray copy of the fd survives elsewhere. Not done for a
+/// receiver that has been put in a message.
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.shared.receiver_dropped();
     }
 }
 

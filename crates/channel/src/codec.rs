@@ -3,12 +3,18 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use courier_transport::{DatagramSocket, FrameTransport, SeqPacketSocket, Wait, MAX_FDS};
+use courier_transport::{
+    DatagramSocket, FrameTransport, SeqPacketSocket, TransportError, Wait, MAX_FDS,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::handshake::Hello;
 use crate::shm::{self, Mapping};
 use crate::wire::{BodyKind, Header, HEADER_LEN, MAX_INLINE_FRAME};
 use crate::{depth, fdtable, ChannelError, Config, FrameError};
@@ -34,6 +40,76 @@ impl Link {
 pub(crate) struct Shared {
     pub(crate) link: Link,
     pub(crate) config: Config,
+    /// What the peer announced in the handshake, when there was one.
+    pub(crate) peer: Option<Hello>,
+    /// Live [`Sender`](crate::Sender)s on this link: the last one to go
+    /// shuts writing down.
+    senders: AtomicUsize,
+    /// Set once this link's fd has been put in a message: another process
+    /// may own the socket now, so dropping this end shuts nothing down.
+    travelled: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(link: Link, config: Config) -> Arc<Self> {
+        Self::handshaken(link, config, None)
+    }
+
+    pub(crate) fn handshaken(link: Link, config: Config, peer: Option<Hello>) -> Arc<Self> {
+        Arc::new(Shared {
+            link,
+            config,
+            peer,
+            senders: AtomicUsize::new(0),
+            travelled: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn sender_added(&self) {
+        self.senders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The race-proof end of stream: `shutdown(SHUT_WR)` tells the peer
+    /// even if a stray copy of the fd lives on in some other process.
+    pub(crate) fn sender_dropped(&self) {
+        if self.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shut(Shutdown::Write);
+        }
+    }
+
+    /// `shutdown(SHUT_RD)`: the peer's sends fail at once instead of
+    /// filling a queue no one reads.
+    pub(crate) fn receiver_dropped(&self) {
+        self.shut(Shutdown::Read);
+    }
+
+    pub(crate) fn mark_travelled(&self) {
+        self.travelled.store(true, Ordering::Release);
+    }
+
+    fn shut(&self, how: Shutdown) {
+        if !self.travelled.load(Ordering::Acquire) {
+            // Nothing to report from a drop: a socket that cannot be shut
+            // down is closed right after anyway.
+            let _ = self.link.transport().shutdown(how);
+        }
+    }
+
+    /// The largest value the peer receives, and whether it takes fds.
+    fn peer_terms(&self) -> (usize, bool) {
+        let own = self.config.get_limit();
+        match &self.peer {
+            Some(p) => {
+                let mut limit = own.min(usize::try_from(p.limit).unwrap_or(usize::MAX));
+                if !p.accepts_fds {
+                    // No memfd either: everything travels inline.
+                    limit = limit.min(Config::MAX_INLINE_THRESHOLD);
+                }
+                (limit, p.accepts_fds)
+            }
+            None => (own, true),
+        }
+    }
 }
 
 /// Why a send did not happen (the caller puts the value back in).
@@ -97,10 +173,11 @@ fn encode_and_send<T: Serialize>(
     scratch.bytes = encoded.map_err(|e| failed(ChannelError::Encode(e)))?;
     let bytes = &mut scratch.bytes;
     let body_len = bytes.len() - HEADER_LEN;
-    if body_len > shared.config.get_limit() {
+    let (limit, peer_takes_fds) = shared.peer_terms();
+    if body_len > limit {
         return Err(failed(ChannelError::TooLarge {
             size: body_len,
-            limit: shared.config.get_limit(),
+            limit,
         }));
     }
     let transport = shared.link.transport();
@@ -108,7 +185,10 @@ fn encode_and_send<T: Serialize>(
     if fd_count > 0 && !transport.supports_fds() {
         return Err(failed(ChannelError::FdsUnsupported { count: fd_count }));
     }
-    let kind = if body_len <= shared.config.get_inline_threshold() {
+    if fd_count > 0 && !peer_takes_fds {
+        return Err(failed(ChannelError::FdsRefused { count: fd_count }));
+    }
+    let kind = if body_len <= shared.config.get_inline_threshold() || !peer_takes_fds {
         BodyKind::Inline
     } else {
         BodyKind::SharedMemory
@@ -180,10 +260,12 @@ pub(crate) fn recv<T: DeserializeOwned>(
         state.frame.resize(MAX_INLINE_FRAME, 0);
     }
     state.fds.clear();
+    let accept_fds = shared.config.accepts_fds();
+    let max_fds = if accept_fds { MAX_FDS } else { 0 };
     let got = shared
         .link
         .transport()
-        .recv_frame(&mut state.frame, &mut state.fds, MAX_FDS, wait);
+        .recv_frame(&mut state.frame, &mut state.fds, max_fds, wait);
     let len = match got {
         Ok(Some(len)) => len,
         Ok(None) => return Err(RecvFail::Disconnected),
@@ -191,8 +273,18 @@ pub(crate) fn recv<T: DeserializeOwned>(
             return Err(match e.kind() {
                 io::ErrorKind::WouldBlock => RecvFail::Empty,
                 io::ErrorKind::TimedOut => RecvFail::Timeout,
+                // The fds were closed on arrival (by the kernel, or by the
+                // transport for the ones that did fit).
+                _ if !accept_fds
+                    && matches!(
+                        TransportError::of(&e),
+                        Some(TransportError::FdsTruncated { .. })
+                    ) =>
+                {
+                    RecvFail::Failed(ChannelError::FdsNotAccepted)
+                }
                 _ => RecvFail::Failed(ChannelError::Io(e)),
-            })
+            });
         }
     };
     let result = decode(

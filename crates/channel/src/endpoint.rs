@@ -54,7 +54,7 @@ where
 
 impl<S: Serialize, R: DeserializeOwned> Endpoint<S, R> {
     pub(crate) fn from_link(link: Link, config: Config) -> Self {
-        Self::from_shared(Arc::new(Shared { link, config }))
+        Self::from_shared(Shared::new(link, config))
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {

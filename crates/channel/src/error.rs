@@ -130,6 +130,17 @@ pub enum ChannelError {
         /// fds in the value.
         count: usize,
     },
+    /// The value holds fds but the peer said in the handshake that it does
+    /// not accept any ([`Config::accept_fds`](crate::Config::accept_fds)).
+    #[error("value holds {count} file descriptors but the peer does not accept any")]
+    FdsRefused {
+        /// fds in the value.
+        count: usize,
+    },
+    /// A frame carried fds but this end does not accept any; they were
+    /// closed on arrival and the frame discarded.
+    #[error("a frame carried file descriptors but this end does not accept any; they were closed")]
+    FdsNotAccepted,
     /// postcard could not encode the value.
     #[error("could not encode the value")]
     Encode(#[source] postcard::Error),

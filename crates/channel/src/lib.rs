@@ -120,20 +120,28 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod auth;
 mod bytes;
 mod channel;
 mod codec;
+mod config;
+mod connect;
 mod depth;
 mod endpoint;
 mod error;
 mod fd;
 mod fdtable;
+mod handshake;
+mod listener;
+mod rpc;
 mod shm;
 mod travel;
 mod wire;
 
+pub use auth::Authorize;
 pub use bytes::Bytes;
-pub use channel::{channel, Config, Iter, Receiver, Sender, TryIter};
+pub use channel::{channel, Iter, Receiver, Sender, TryIter};
+pub use config::Config;
 pub use depth::MAX_DEPTH;
 pub use endpoint::{endpoints, Endpoint};
 pub use error::{
@@ -141,6 +149,9 @@ pub use error::{
     TryRecvError, TrySendError,
 };
 pub use fd::{as_fd, Fd, FdType};
+pub use handshake::{ConnectError, Hello};
+pub use listener::Listener;
+pub use rpc::{Call, CallError, Client, Reply, Served};
 pub use wire::{HEADER_LEN, MAX_INLINE_FRAME, WIRE_VERSION};
 
 mod assertions {

@@ -21,8 +21,8 @@ use crate::{as_fd, Config, Endpoint, Receiver, Sender};
 const SEQPACKET: u8 = 1;
 const DATAGRAM: u8 = 2;
 
-fn serialize_link<S: Serializer>(link: &Link, s: S) -> Result<S::Ok, S::Error> {
-    let (kind, fd) = match link {
+fn serialize_link<S: Serializer>(shared: &Shared, s: S) -> Result<S::Ok, S::Error> {
+    let (kind, fd) = match &shared.link {
         Link::SeqPacket(sock) => (SEQPACKET, sock.as_fd()),
         Link::Datagram(sock) => (DATAGRAM, sock.as_fd()),
         Link::Other(_) => {
@@ -32,6 +32,10 @@ fn serialize_link<S: Serializer>(link: &Link, s: S) -> Result<S::Ok, S::Error> {
         }
     };
     let index = crate::fdtable::push(fd).map_err(ser::Error::custom)?;
+    // From here on another process may own this socket: dropping the local
+    // end must not shut it down. (Kept even if the send then fails: the
+    // end merely loses its shutdown on drop, and closes normally.)
+    shared.mark_travelled();
     let mut t = s.serialize_tuple(2)?;
     t.serialize_element(&kind)?;
     t.serialize_element(&index)?;
@@ -64,12 +68,12 @@ fn deserialize_shared<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Shared>, D:
         other => return Err(refuse(format!("unknown channel transport kind {other}"))),
     };
     let config = Config::default().datagram(kind == DATAGRAM);
-    Ok(Arc::new(Shared { link, config }))
+    Ok(Shared::new(link, config))
 }
 
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_link(&self.shared.link, s)
+        serialize_link(&self.shared, s)
     }
 }
 
@@ -81,7 +85,7 @@ impl<'de, T: Serialize> Deserialize<'de> for Sender<T> {
 
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_link(&self.shared.link, s)
+        serialize_link(&self.shared, s)
     }
 }
 
@@ -94,7 +98,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Receiver<T> {
 impl<S: Serialize, R: DeserializeOwned> Serialize for Endpoint<S, R> {
     fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
         let (tx, _) = self.halves();
-        serialize_link(&tx.shared.link, s)
+        serialize_link(&tx.shared, s)
     }
 }
 

@@ -1,0 +1,212 @@
+//! [`Config`]: how a channel is made and what its handshake announces.
+
+use std::io;
+use std::time::Duration;
+
+use courier_transport::{DatagramSocket, SeqPacketSocket};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::Link;
+use crate::wire::{HEADER_LEN, MAX_INLINE_FRAME};
+use crate::{Endpoint, Receiver, Sender};
+
+/// How a channel is made: its transport, message limit and inline
+/// threshold.
+///
+/// ```
+/// use courier_channel::Config;
+///
+/// let (tx, rx) = Config::new().limit(1 << 20).channel::<String>()?;
+/// tx.send("small".to_string()).unwrap();
+/// assert_eq!(rx.recv().unwrap(), "small");
+/// assert!(tx.send("x".repeat(2 << 20)).is_err()); // above the limit, handed back
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    limit: usize,
+    inline_threshold: usize,
+    datagram: bool,
+    accept_fds: bool,
+    protocol: &'static str,
+    protocol_version: u32,
+    handshake_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limit: Config::DEFAULT_LIMIT,
+            inline_threshold: Config::DEFAULT_INLINE_THRESHOLD,
+            datagram: false,
+            accept_fds: true,
+            protocol: "",
+            protocol_version: 0,
+            handshake_timeout: Config::DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// The default message limit: 256 MiB of encoded value.
+    pub const DEFAULT_LIMIT: usize = 256 << 20;
+    /// Encoded values up to this size travel inside the frame; larger ones
+    /// in a sealed memfd. Chosen from measurements, see the crate docs.
+    pub const DEFAULT_INLINE_THRESHOLD: usize = 64 << 10;
+    /// The largest inline threshold: what every receiver is ready for.
+    pub const MAX_INLINE_THRESHOLD: usize = MAX_INLINE_FRAME - HEADER_LEN;
+    /// How long a handshake may take by default before the peer is dropped.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// SEQPACKET, [`DEFAULT_LIMIT`](Self::DEFAULT_LIMIT),
+    /// [`DEFAULT_INLINE_THRESHOLD`](Self::DEFAULT_INLINE_THRESHOLD).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The largest encoded value this end sends or accepts. A sender gets
+    /// [`ChannelError::TooLarge`] above it; a receiver refuses a frame that
+    /// declares more before it maps or allocates anything.
+    pub fn limit(self, limit: usize) -> Self {
+        Config { limit, ..self }
+    }
+
+    /// The limit set.
+    pub fn get_limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Encoded values larger than this go through shared memory (capped at
+    /// [`MAX_INLINE_THRESHOLD`](Self::MAX_INLINE_THRESHOLD)).
+    pub fn inline_threshold(self, bytes: usize) -> Self {
+        Config {
+            inline_threshold: bytes.min(Self::MAX_INLINE_THRESHOLD),
+            ..self
+        }
+    }
+
+    /// The inline threshold set.
+    pub fn get_inline_threshold(&self) -> usize {
+        self.inline_threshold
+    }
+
+    /// Use a `SOCK_DGRAM` socketpair instead of `SOCK_SEQPACKET`. A DGRAM
+    /// receiver is never told that its senders are gone (the kernel gives no
+    /// end of stream on DGRAM), so [`Receiver::recv`] would wait forever
+    /// after they die: bound every receive with a timeout. Senders still
+    /// learn that the receiver is gone.
+    pub fn datagram(self, datagram: bool) -> Self {
+        Config { datagram, ..self }
+    }
+
+    /// Whether DGRAM is used.
+    pub fn is_datagram(&self) -> bool {
+        self.datagram
+    }
+
+    /// Whether this end accepts fds in the values it receives (on by
+    /// default). Turned off, the socket asks the kernel to refuse them
+    /// (`SO_PASSRIGHTS`, Linux 6.16+), the handshake tells the peer so that
+    /// its sends of values with fds fail at once with
+    /// [`ChannelError::FdsRefused`](crate::ChannelError::FdsRefused), and any
+    /// fd that still arrives is closed and its frame refused. Values then
+    /// travel inline only, so the limit the peer sees is at most
+    /// [`MAX_INLINE_THRESHOLD`](Self::MAX_INLINE_THRESHOLD).
+    pub fn accept_fds(self, accept: bool) -> Self {
+        Config {
+            accept_fds: accept,
+            ..self
+        }
+    }
+
+    /// Whether fds are accepted.
+    pub fn accepts_fds(&self) -> bool {
+        self.accept_fds
+    }
+
+    /// The largest value this end is ready to receive, as its handshake
+    /// announces it.
+    pub(crate) fn receive_limit(&self) -> usize {
+        if self.accept_fds {
+            self.limit
+        } else {
+            self.limit.min(Self::MAX_INLINE_THRESHOLD)
+        }
+    }
+
+    /// The application protocol this end speaks, checked by the handshake:
+    /// both ends of a connection must name the same protocol and version,
+    /// or connecting fails with
+    /// [`ConnectError::ProtocolMismatch`](crate::ConnectError::ProtocolMismatch)
+    /// showing both. The name is at most 255 bytes. The default is the empty
+    /// name, version 0.
+    pub fn protocol(self, name: &'static str, version: u32) -> Self {
+        Config {
+            protocol: name,
+            protocol_version: version,
+            ..self
+        }
+    }
+
+    /// The protocol name set.
+    pub fn get_protocol(&self) -> &'static str {
+        self.protocol
+    }
+
+    /// The protocol version set.
+    pub fn get_protocol_version(&self) -> u32 {
+        self.protocol_version
+    }
+
+    /// How long the handshake of a new connection may take, including the
+    /// connect itself, before the peer is dropped with
+    /// [`ConnectError::Timeout`](crate::ConnectError::Timeout).
+    pub fn handshake_timeout(self, timeout: Duration) -> Self {
+        Config {
+            handshake_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// The handshake timeout set.
+    pub fn get_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// A connected socketpair wrapped as two links.
+    fn pair(&self) -> io::Result<(Link, Link)> {
+        Ok(if self.datagram {
+            let (a, b) = DatagramSocket::pair()?;
+            (Link::Datagram(a), Link::Datagram(b))
+        } else {
+            let (a, b) = SeqPacketSocket::pair()?;
+            (Link::SeqPacket(a), Link::SeqPacket(b))
+        })
+    }
+
+    /// A new channel with these settings.
+    ///
+    /// # Errors
+    ///
+    /// When the socketpair cannot be made (out of fds, AF_UNIX forbidden).
+    pub fn channel<T: Serialize + DeserializeOwned>(&self) -> io::Result<(Sender<T>, Receiver<T>)> {
+        let (a, b) = self.pair()?;
+        Ok((Sender::new(a, *self), Receiver::new(b, *self)))
+    }
+
+    /// Two connected bidirectional endpoints with these settings: the first
+    /// sends `A` and receives `B`, the second the other way round.
+    ///
+    /// # Errors
+    ///
+    /// When the socketpair cannot be made.
+    pub fn endpoints<A, B>(&self) -> io::Result<(Endpoint<A, B>, Endpoint<B, A>)>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+    {
+        let (a, b) = self.pair()?;
+        Ok((Endpoint::from_link(a, *self), Endpoint::from_link(b, *self)))
+    }
+}
