@@ -14,6 +14,11 @@
 //!   its main items are re-exported at the root ([`channel()`],
 //!   [`Sender`], [`Receiver`], [`Endpoint`], [`Fd`], [`Bytes`], ...).
 //!
+//! The facade adds spawning: [`CommandExt::spawn_endpoint`] starts a
+//! child with a handshaken [`Endpoint`] to it, race-free (only that child
+//! inherits its end), and the child takes its end with [`from_env`]. See
+//! `examples/parent_child.rs` and `examples/plugin_host/`.
+//!
 //! ```
 //! use courier::transport::SeqPacketSocket;
 //!

@@ -66,7 +66,7 @@ impl Config {
     }
 
     /// The largest encoded value this end sends or accepts. A sender gets
-    /// [`ChannelError::TooLarge`] above it; a receiver refuses a frame that
+    /// [`ChannelError::TooLarge`](crate::ChannelError::TooLarge) above it; a receiver refuses a frame that
     /// declares more before it maps or allocates anything.
     pub fn limit(self, limit: usize) -> Self {
         Config { limit, ..self }

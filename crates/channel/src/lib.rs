@@ -62,6 +62,32 @@
 //! * Small values allocate nothing per message in steady state: encoding
 //!   and receive buffers are reused.
 //!
+//! ## Connections between processes
+//!
+//! * **Handshake**: every connection set up by [`Listener`],
+//!   [`Endpoint::connect`], [`Endpoint::handshake`] (and the facade's spawn
+//!   helper) starts with both sides sending a [`Hello`]: courier's wire
+//!   version, the protocol name and version ([`Config::protocol`]), whether
+//!   fds are accepted ([`Config::accept_fds`]) and the receive limit. A
+//!   mismatch fails with a [`ConnectError`] showing both sides' values; a
+//!   peer that does not speak it, or stalls past
+//!   [`Config::handshake_timeout`], is dropped. Afterwards a sender refuses
+//!   at once what the peer would refuse (a value above its limit, fds to an
+//!   end that takes none). The layout is in the `handshake` module docs and
+//!   `docs/wire-format.md`.
+//! * **Rendezvous**: [`Listener`] accepts on a path or abstract name; the
+//!   peer's `SO_PEERCRED` is checked by [`Authorize`] (same uid by default)
+//!   before anything is read from it. Refused and failed peers are counted
+//!   and reported per accept; the listener keeps going.
+//! * **Race-proof end of stream**: dropping the last [`Sender`] of a socket
+//!   shuts its writing side down, and dropping a [`Receiver`] its reading
+//!   side, so the peer learns even if a stray copy of the fd lives on in
+//!   another process (Linux has no close-on-fork). An end that has been put
+//!   in a message is not shut down: another process owns it now.
+//! * **Request/response**: [`Client::call`] with a timeout, from many
+//!   threads at once, replies matched to calls by id; [`Endpoint::serve`]
+//!   runs a handler whose errors travel back as typed values.
+//!
 //! ## Validation
 //!
 //! Before a value is built, every frame is checked: magic, version, kind,
