@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use courier_transport::{Address, BindOptions, Wait};
+use courier_transport::{AbstractName, Address, BindOptions, Wait};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -67,6 +67,16 @@ impl<S: Serialize, R: DeserializeOwned> Listener<S, R> {
     /// As [`courier_transport::Listener::bind`].
     pub fn bind(addr: &Address, config: Config) -> io::Result<Self> {
         Self::bind_with(addr, config, &BindOptions::default())
+    }
+
+    /// Listens on a new random abstract name ([`AbstractName::random`]:
+    /// 128 bits, unguessable); [`local_addr`](Self::local_addr) tells it.
+    ///
+    /// # Errors
+    ///
+    /// When the random source or the bind fails.
+    pub fn bind_random(config: Config) -> io::Result<Self> {
+        Self::bind(&Address::from(AbstractName::random()?), config)
     }
 
     /// Listens on `addr` with `options` (file mode, backlog).
