@@ -273,17 +273,19 @@ pub(crate) fn recv<T: DeserializeOwned>(
             return Err(match e.kind() {
                 io::ErrorKind::WouldBlock => RecvFail::Empty,
                 io::ErrorKind::TimedOut => RecvFail::Timeout,
-                // The fds were closed on arrival (by the kernel, or by the
-                // transport for the ones that did fit).
-                _ if !accept_fds
-                    && matches!(
-                        TransportError::of(&e),
-                        Some(TransportError::FdsTruncated { .. })
-                    ) =>
-                {
-                    RecvFail::Failed(ChannelError::FdsNotAccepted)
-                }
-                _ => RecvFail::Failed(ChannelError::Io(e)),
+                _ => RecvFail::Failed(match TransportError::of(&e) {
+                    // The fds were closed on arrival (by the kernel, or by
+                    // the transport for the ones that did fit).
+                    Some(TransportError::FdsTruncated { .. }) if !accept_fds => {
+                        ChannelError::FdsNotAccepted
+                    }
+                    Some(&TransportError::Truncated { len, .. }) => FrameError::TooLong {
+                        len,
+                        max: MAX_INLINE_FRAME,
+                    }
+                    .into(),
+                    _ => ChannelError::Io(e),
+                }),
             });
         }
     };

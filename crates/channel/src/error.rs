@@ -15,6 +15,15 @@ pub enum FrameError {
         /// The frame's length.
         len: usize,
     },
+    /// Longer than any frame courier sends inline
+    /// ([`MAX_INLINE_FRAME`](crate::MAX_INLINE_FRAME)); discarded unread.
+    #[error("frame of {len} bytes is longer than the {max}-byte maximum")]
+    TooLong {
+        /// The frame's length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// The first two bytes are not courier's magic.
     #[error("frame does not start with courier's magic (found {found:02x?})")]
     BadMagic {

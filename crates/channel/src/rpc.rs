@@ -231,7 +231,8 @@ where
     /// # Errors
     ///
     /// When a response cannot be sent for another reason than the client's
-    /// departure (too large, too many fds, transport failure).
+    /// departure (too large, too many fds, transport failure), or the
+    /// socket itself fails. A bad frame, however bad, is only counted.
     pub fn serve<F>(&self, mut handler: F) -> Result<Served, ChannelError>
     where
         F: FnMut(Q) -> Result<P, E>,
@@ -241,7 +242,12 @@ where
             let (id, request) = match self.recv() {
                 Ok(call) => call,
                 Err(RecvError::Disconnected) => return Ok(served),
-                Err(RecvError::Failed(ChannelError::Io(e))) => return Err(ChannelError::Io(e)),
+                // A failure of the socket itself, not of one message.
+                Err(RecvError::Failed(ChannelError::Io(e)))
+                    if e.kind() != std::io::ErrorKind::InvalidData =>
+                {
+                    return Err(ChannelError::Io(e))
+                }
                 Err(RecvError::Failed(_)) => {
                     served.refused += 1;
                     continue;
