@@ -56,6 +56,15 @@ impl Shared {
     }
 
     pub(crate) fn handshaken(link: Link, config: Config, peer: Option<Hello>) -> Arc<Self> {
+        if !config.accepts_fds() {
+            // Best effort: where the kernel cannot refuse fds (or the
+            // option fails), the receive path closes whatever arrives.
+            let _ = match &link {
+                Link::SeqPacket(s) => s.set_pass_rights(false),
+                Link::Datagram(s) => s.set_pass_rights(false),
+                Link::Other(_) => Ok(false),
+            };
+        }
         Arc::new(Shared {
             link,
             config,

@@ -7,7 +7,10 @@ use courier_transport::{DatagramSocket, SeqPacketSocket};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::Link;
+use std::sync::Arc;
+
+use crate::codec::{Link, Shared};
+use crate::handshake::Hello;
 use crate::wire::{HEADER_LEN, MAX_INLINE_FRAME};
 use crate::{Endpoint, Receiver, Sender};
 
@@ -192,7 +195,8 @@ impl Config {
     /// When the socketpair cannot be made (out of fds, AF_UNIX forbidden).
     pub fn channel<T: Serialize + DeserializeOwned>(&self) -> io::Result<(Sender<T>, Receiver<T>)> {
         let (a, b) = self.pair()?;
-        Ok((Sender::new(a, *self), Receiver::new(b, *self)))
+        let (a, b) = self.paired(a, b);
+        Ok((Sender::from_shared(a), Receiver::from_shared(b)))
     }
 
     /// Two connected bidirectional endpoints with these settings: the first
@@ -207,6 +211,18 @@ impl Config {
         B: Serialize + DeserializeOwned,
     {
         let (a, b) = self.pair()?;
-        Ok((Endpoint::from_link(a, *self), Endpoint::from_link(b, *self)))
+        let (a, b) = self.paired(a, b);
+        Ok((Endpoint::from_shared(a), Endpoint::from_shared(b)))
+    }
+
+    /// Both ends of a pair with these settings. Each knows the other's
+    /// terms as if from a handshake, so sends the other end would refuse
+    /// fail at once, typed.
+    fn paired(&self, a: Link, b: Link) -> (Arc<Shared>, Arc<Shared>) {
+        let terms = Hello::of(self);
+        (
+            Shared::handshaken(a, *self, Some(terms.clone())),
+            Shared::handshaken(b, *self, Some(terms)),
+        )
     }
 }

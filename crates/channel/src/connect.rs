@@ -115,9 +115,10 @@ impl<S: Serialize, R: DeserializeOwned> Endpoint<S, R> {
         Self::handshake_until(Link::SeqPacket(socket), config, deadline)
     }
 
-    /// What the peer announced in the handshake; `None` for an endpoint
-    /// made without one ([`from_socket`](Self::from_socket), a pair, or one
-    /// that arrived in a message).
+    /// What the peer announced in the handshake. For a pair made by
+    /// [`Config::endpoints`], the pair's own settings; `None` for an
+    /// endpoint made without either ([`from_socket`](Self::from_socket),
+    /// or one that arrived in a message).
     pub fn peer(&self) -> Option<&Hello> {
         self.halves().0.shared.peer.as_ref()
     }

@@ -47,6 +47,19 @@ pub struct Hello {
     pub limit: u64,
 }
 
+impl Hello {
+    /// What an end with `config` announces.
+    pub(crate) fn of(config: &Config) -> Hello {
+        Hello {
+            wire_version: WIRE_VERSION,
+            protocol: config.get_protocol().to_owned(),
+            version: config.get_protocol_version(),
+            accepts_fds: config.accepts_fds(),
+            limit: config.receive_limit() as u64,
+        }
+    }
+}
+
 /// Why a connection (spawned, inherited, connected or accepted) could not
 /// be set up.
 #[derive(Debug, thiserror::Error)]
