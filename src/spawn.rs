@@ -126,11 +126,20 @@ where
         ))
     })?;
     let socket = adopt(raw).map_err(|e| not_inherited(e.to_string()))?;
+    // getpeername, not SO_PEERCRED: listen(2) gives a listening socket
+    // peer credentials (its own) too.
+    if let Err(e) = socket.peer_addr() {
+        // A listening or unconnected socket: not a channel end.
+        return Err(not_inherited(format!("fd {raw} is not connected: {e}")));
+    }
     Endpoint::handshake(socket, config)
 }
 
 fn parse(value: &OsStr) -> Option<i32> {
     let number = value.to_str()?.strip_prefix("seqpacket:")?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     number.parse().ok().filter(|n| *n >= 3)
 }
 

@@ -34,8 +34,11 @@ use crate::{
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Endpoint<S, R> {
-    tx: Sender<S>,
+    /// Dropped first: reading is shut down before writing, so a peer that
+    /// answers our end of stream at once finds its send refused instead of
+    /// queued for no one.
     rx: Receiver<R>,
+    tx: Sender<S>,
 }
 
 /// Two connected endpoints over a new SEQPACKET socketpair, with the
