@@ -110,8 +110,10 @@ impl Shared {
         match &self.peer {
             Some(p) => {
                 let mut limit = own.min(usize::try_from(p.limit).unwrap_or(usize::MAX));
-                if !p.accepts_fds {
-                    // No memfd either: everything travels inline.
+                if !p.accepts_fds && self.link.transport().supports_fds() {
+                    // No memfd either: everything travels inline, and a
+                    // socket receiver takes inline frames up to
+                    // MAX_INLINE_FRAME.
                     limit = limit.min(Config::MAX_INLINE_THRESHOLD);
                 }
                 (limit, p.accepts_fds)
@@ -197,7 +199,10 @@ fn encode_and_send<T: Serialize>(
     if fd_count > 0 && !peer_takes_fds {
         return Err(failed(ChannelError::FdsRefused { count: fd_count }));
     }
-    let kind = if body_len <= shared.config.get_inline_threshold() || !peer_takes_fds {
+    let kind = if body_len <= shared.config.get_inline_threshold()
+        || !peer_takes_fds
+        || !transport.supports_fds()
+    {
         BodyKind::Inline
     } else {
         BodyKind::SharedMemory
@@ -265,16 +270,18 @@ pub(crate) fn recv<T: DeserializeOwned>(
     state: &mut RecvState,
     wait: Wait,
 ) -> Result<T, RecvFail> {
-    if state.frame.len() < MAX_INLINE_FRAME {
-        state.frame.resize(MAX_INLINE_FRAME, 0);
-    }
     state.fds.clear();
+    let transport = shared.link.transport();
     let accept_fds = shared.config.accepts_fds();
     let max_fds = if accept_fds { MAX_FDS } else { 0 };
-    let got = shared
-        .link
-        .transport()
-        .recv_frame(&mut state.frame, &mut state.fds, max_fds, wait);
+    // Socket frames are inline up to MAX_INLINE_FRAME (larger values come
+    // in a memfd); a transport without fds carries every value inline.
+    let max_len = if transport.supports_fds() {
+        MAX_INLINE_FRAME
+    } else {
+        HEADER_LEN.saturating_add(shared.config.get_limit())
+    };
+    let got = transport.recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);
     let len = match got {
         Ok(Some(len)) => len,
         Ok(None) => return Err(RecvFail::Disconnected),
@@ -288,11 +295,9 @@ pub(crate) fn recv<T: DeserializeOwned>(
                     Some(TransportError::FdsTruncated { .. }) if !accept_fds => {
                         ChannelError::FdsNotAccepted
                     }
-                    Some(&TransportError::Truncated { len, .. }) => FrameError::TooLong {
-                        len,
-                        max: MAX_INLINE_FRAME,
+                    Some(&TransportError::Truncated { len, .. }) => {
+                        FrameError::TooLong { len, max: max_len }.into()
                     }
-                    .into(),
                     _ => ChannelError::Io(e),
                 }),
             });

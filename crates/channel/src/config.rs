@@ -128,16 +128,6 @@ impl Config {
         self.accept_fds
     }
 
-    /// The largest value this end is ready to receive, as its handshake
-    /// announces it.
-    pub(crate) fn receive_limit(&self) -> usize {
-        if self.accept_fds {
-            self.limit
-        } else {
-            self.limit.min(Self::MAX_INLINE_THRESHOLD)
-        }
-    }
-
     /// The application protocol this end speaks, checked by the handshake:
     /// both ends of a connection must name the same protocol and version,
     /// or connecting fails with
@@ -219,7 +209,7 @@ impl Config {
     /// terms as if from a handshake, so sends the other end would refuse
     /// fail at once, typed.
     fn paired(&self, a: Link, b: Link) -> (Arc<Shared>, Arc<Shared>) {
-        let terms = Hello::of(self);
+        let terms = Hello::of(self, true);
         (
             Shared::handshaken(a, *self, Some(terms.clone())),
             Shared::handshaken(b, *self, Some(terms)),

@@ -48,14 +48,23 @@ pub struct Hello {
 }
 
 impl Hello {
-    /// What an end with `config` announces.
-    pub(crate) fn of(config: &Config) -> Hello {
+    /// What an end with `config` announces, over a transport that can
+    /// (`carries_fds`) or cannot carry fds.
+    pub(crate) fn of(config: &Config, carries_fds: bool) -> Hello {
+        let accepts_fds = config.accepts_fds() && carries_fds;
+        let limit = if carries_fds && !accepts_fds {
+            // No memfd: values come inline, in frames of at most
+            // MAX_INLINE_FRAME on a socket.
+            config.get_limit().min(Config::MAX_INLINE_THRESHOLD)
+        } else {
+            config.get_limit()
+        };
         Hello {
             wire_version: WIRE_VERSION,
             protocol: config.get_protocol().to_owned(),
             version: config.get_protocol_version(),
-            accepts_fds: config.accepts_fds(),
-            limit: config.receive_limit() as u64,
+            accepts_fds,
+            limit: limit as u64,
         }
     }
 }
@@ -140,17 +149,17 @@ impl From<io::Error> for ConnectError {
     }
 }
 
-fn encode(config: &Config, out: &mut [u8; MAX_HELLO]) -> Result<usize, ConnectError> {
-    let name = config.get_protocol().as_bytes();
+fn encode(ours: &Hello, out: &mut [u8; MAX_HELLO]) -> Result<usize, ConnectError> {
+    let name = ours.protocol.as_bytes();
     if name.len() > MAX_NAME {
         return Err(ConnectError::ProtocolNameTooLong { len: name.len() });
     }
     out[..4].copy_from_slice(&MAGIC);
-    out[4] = WIRE_VERSION;
-    out[5] = if config.accepts_fds() { ACCEPTS_FDS } else { 0 };
+    out[4] = ours.wire_version;
+    out[5] = if ours.accepts_fds { ACCEPTS_FDS } else { 0 };
     out[6..8].fill(0);
-    out[8..12].copy_from_slice(&config.get_protocol_version().to_le_bytes());
-    out[12..20].copy_from_slice(&(config.receive_limit() as u64).to_le_bytes());
+    out[8..12].copy_from_slice(&ours.version.to_le_bytes());
+    out[12..20].copy_from_slice(&ours.limit.to_le_bytes());
     out[20] = name.len() as u8;
     out[FIXED_LEN..FIXED_LEN + name.len()].copy_from_slice(name);
     Ok(FIXED_LEN + name.len())
@@ -205,7 +214,7 @@ pub(crate) fn exchange(
         after: config.get_handshake_timeout(),
     };
     let mut ours = [0; MAX_HELLO];
-    let len = encode(config, &mut ours)?;
+    let len = encode(&Hello::of(config, transport.supports_fds()), &mut ours)?;
     match transport.send_frame(&[IoSlice::new(&ours[..len])], &[], Wait::Until(deadline)) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timeout),
@@ -214,9 +223,9 @@ pub(crate) fn exchange(
     }
     // One byte more than the largest hello, so a longer frame shows up as
     // truncated instead of fitting exactly.
-    let mut buf = [0; MAX_HELLO + 1];
+    let mut buf = Vec::new();
     let mut fds = Vec::new();
-    let got = transport.recv_frame(&mut buf, &mut fds, 0, Wait::Until(deadline));
+    let got = transport.recv_frame(&mut buf, MAX_HELLO + 1, &mut fds, 0, Wait::Until(deadline));
     let len = match got {
         Ok(Some(len)) => len,
         Ok(None) => return Err(ConnectError::Closed),
@@ -267,7 +276,7 @@ mod tests {
             .accept_fds(false)
             .limit(1000);
         let mut buf = [0; MAX_HELLO];
-        let len = encode(&config, &mut buf).unwrap();
+        let len = encode(&Hello::of(&config, true), &mut buf).unwrap();
         let hello = parse(&buf[..len]).unwrap();
         assert_eq!(hello.protocol, "calc");
         assert_eq!(hello.version, 7);
@@ -279,7 +288,7 @@ mod tests {
     fn every_truncation_and_bit_flip_is_an_error_not_a_panic() {
         let config = Config::new().protocol("some protocol", 1);
         let mut buf = [0; MAX_HELLO];
-        let len = encode(&config, &mut buf).unwrap();
+        let len = encode(&Hello::of(&config, true), &mut buf).unwrap();
         for cut in 0..len {
             assert!(parse(&buf[..cut]).is_err(), "cut at {cut}");
         }

@@ -125,10 +125,17 @@ fn wire_kind(value: &Bytes) -> (u8, usize) {
     let (a, b) = SeqPacketSocket::pair().expect("socketpair");
     let tx = Sender::<Bytes>::from_socket(a, Config::new());
     tx.send(value.clone()).expect("send to raw peer");
-    let mut buf = vec![0; courier_channel::MAX_INLINE_FRAME];
+    let mut buf = Vec::new();
     let mut fds = Vec::new();
+    let max = courier_channel::MAX_INLINE_FRAME;
     let len = b
-        .recv_frame(&mut buf, &mut fds, MAX_FDS, Wait::timeout(RECV_TIMEOUT))
+        .recv_frame(
+            &mut buf,
+            max,
+            &mut fds,
+            MAX_FDS,
+            Wait::timeout(RECV_TIMEOUT),
+        )
         .expect("raw receive")
         .expect("a frame, not end of stream");
     assert!(len >= courier_channel::HEADER_LEN, "frame of {len} bytes");

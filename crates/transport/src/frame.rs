@@ -23,11 +23,12 @@ use crate::{RecvMsg, SendMsg, Socket, Wait};
 ///
 /// let (a, b) = SeqPacketSocket::pair()?;
 /// a.send_frame(&[IoSlice::new(b"frame")], &[], Wait::Block)?;
-/// let mut buf = [0; 64];
+/// let mut buf = Vec::new();
 /// let mut fds = Vec::new();
-/// assert_eq!(b.recv_frame(&mut buf, &mut fds, 0, Wait::Block)?, Some(5));
+/// assert_eq!(b.recv_frame(&mut buf, 64, &mut fds, 0, Wait::Block)?, Some(5));
+/// assert_eq!(&buf[..5], b"frame");
 /// drop(a);
-/// assert_eq!(b.recv_frame(&mut buf, &mut fds, 0, Wait::Block)?, None);
+/// assert_eq!(b.recv_frame(&mut buf, 64, &mut fds, 0, Wait::Block)?, None);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub trait FrameTransport: Send + Sync {
@@ -56,18 +57,25 @@ pub trait FrameTransport: Send + Sync {
         wait: Wait,
     ) -> io::Result<()>;
 
-    /// Receives one frame into `buf` and up to `max_fds` fds into `fds`.
-    /// `Ok(None)` means the peer is gone and everything it sent has been
-    /// received.
+    /// Receives one frame of at most `max_len` bytes into `buf[..len]`,
+    /// returning `len`, and up to `max_fds` fds into `fds`. `Ok(None)`
+    /// means the peer is gone and everything it sent has been received.
+    ///
+    /// The transport may grow `buf` up to `max_len`, or swap in a buffer of
+    /// its own: allocation is its business, bounded by `max_len`, and `buf`
+    /// is kept and reused by the caller.
     ///
     /// # Errors
     ///
-    /// A frame longer than `buf` or with more than `max_fds` fds (it is
-    /// discarded and its fds closed; the transport stays usable); the
-    /// errors of `wait`.
+    /// [`TransportError::Truncated`](crate::TransportError::Truncated) for
+    /// a frame longer than `max_len`, and
+    /// [`TransportError::FdsTruncated`](crate::TransportError::FdsTruncated)
+    /// for one with more than `max_fds` fds: it is discarded and its fds
+    /// closed, and the transport stays usable. The errors of `wait`.
     fn recv_frame(
         &self,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
+        max_len: usize,
         fds: &mut Vec<OwnedFd>,
         max_fds: usize,
         wait: Wait,
@@ -120,14 +128,18 @@ impl<K: Kind> FrameTransport for Socket<K> {
     /// `Some(0)` for the caller to reject.
     fn recv_frame(
         &self,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
+        max_len: usize,
         fds: &mut Vec<OwnedFd>,
         max_fds: usize,
         wait: Wait,
     ) -> io::Result<Option<usize>> {
+        if buf.len() < max_len {
+            buf.resize(max_len, 0); // once: the caller keeps the buffer
+        }
         loop {
             let msg = &mut RecvMsg {
-                bufs: &mut [IoSliceMut::new(buf)],
+                bufs: &mut [IoSliceMut::new(&mut buf[..max_len])],
                 fds,
                 max_fds,
             };

@@ -138,6 +138,7 @@ pub mod kind;
 mod listener;
 mod msg;
 mod pidfd;
+pub mod pipe;
 mod socket;
 mod sys;
 mod wait;

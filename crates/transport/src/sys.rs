@@ -273,6 +273,100 @@ pub(crate) fn clear_cloexec_in_child(raw: std::os::fd::RawFd) -> io::Result<()> 
     Ok(())
 }
 
+/// `FIONREAD`: bytes queued for reading.
+#[allow(unsafe_code)]
+pub(crate) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points
+    // to a live, exclusively borrowed c_int.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    Errno::result(ret)?;
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
+/// writev(2), retried on EINTR.
+pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    loop {
+        match nix::sys::uio::writev(fd, bufs) {
+            Err(Errno::EINTR) => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether SIGPIPE's disposition is `SIG_IGN` (queried, not changed).
+#[allow(unsafe_code)]
+pub(crate) fn sigpipe_ignored() -> io::Result<bool> {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: with a null new action, sigaction only writes the current
+    // one into `old`, a valid, exclusively borrowed sigaction.
+    let ret = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) };
+    Errno::result(ret)?;
+    // SAFETY: the successful sigaction call above filled `old`.
+    let old = unsafe { old.assume_init() };
+    Ok(old.sa_sigaction == libc::SIG_IGN)
+}
+
+/// SIGPIPE blocked in this thread, until dropped.
+pub(crate) struct SigpipeBlocked {
+    old: nix::sys::signal::SigSet,
+    was_pending: bool,
+}
+
+impl SigpipeBlocked {
+    pub(crate) fn new() -> io::Result<Self> {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGPIPE);
+        let old = set.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        Ok(SigpipeBlocked {
+            old,
+            was_pending: sigpipe_pending()?,
+        })
+    }
+
+    /// Takes the SIGPIPE our write raised off the pending set, unless one
+    /// was pending before (signals do not queue: it would be the same).
+    #[allow(unsafe_code)]
+    pub(crate) fn consume_raised(&self) -> io::Result<()> {
+        if self.was_pending {
+            return Ok(());
+        }
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGPIPE);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `set` is a valid sigset_t, `zero` a valid timespec and the
+        // info pointer may be null; nothing is retained.
+        let ret = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero) };
+        match Errno::result(ret) {
+            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for SigpipeBlocked {
+    fn drop(&mut self) {
+        // Restoring a mask we just read cannot fail.
+        let _ = self.old.thread_set_mask();
+    }
+}
+
+/// Whether SIGPIPE is pending for this thread or the process.
+#[allow(unsafe_code)]
+fn sigpipe_pending() -> io::Result<bool> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending writes the pending set into `set`.
+    let ret = unsafe { libc::sigpending(set.as_mut_ptr()) };
+    Errno::result(ret)?;
+    // SAFETY: `set` was filled by the successful sigpending above.
+    let member = unsafe { libc::sigismember(set.as_ptr(), libc::SIGPIPE) };
+    Ok(member == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

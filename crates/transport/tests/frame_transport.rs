@@ -31,10 +31,10 @@ fn frames_arrive_in_order_with_fds<F: FrameTransport>(a: &F, b: &F) {
             Wait::timeout(T),
         )
         .unwrap();
-        let mut buf = [0; 64];
+        let mut buf = Vec::new();
         let mut got = Vec::new();
         let n = b
-            .recv_frame(&mut buf, &mut got, 16, Wait::timeout(T))
+            .recv_frame(&mut buf, 64, &mut got, 16, Wait::timeout(T))
             .unwrap()
             .expect("frame");
         assert_eq!(&buf[..4], &head);
@@ -48,9 +48,9 @@ fn truncation_is_an_error_and_the_next_frame_arrives<F: FrameTransport>(a: &F, b
         .unwrap();
     a.send_frame(&[IoSlice::new(b"next")], &[], Wait::Block)
         .unwrap();
-    let mut small = [0; 10];
+    let mut small = Vec::new();
     let err = b
-        .recv_frame(&mut small, &mut Vec::new(), 0, Wait::timeout(T))
+        .recv_frame(&mut small, 10, &mut Vec::new(), 0, Wait::timeout(T))
         .unwrap_err();
     assert!(
         matches!(
@@ -64,7 +64,7 @@ fn truncation_is_an_error_and_the_next_frame_arrives<F: FrameTransport>(a: &F, b
         "{err}"
     );
     let n = b
-        .recv_frame(&mut small, &mut Vec::new(), 0, Wait::timeout(T))
+        .recv_frame(&mut small, 10, &mut Vec::new(), 0, Wait::timeout(T))
         .unwrap();
     assert_eq!(n, Some(4));
     assert_eq!(&small[..4], b"next");
@@ -72,12 +72,13 @@ fn truncation_is_an_error_and_the_next_frame_arrives<F: FrameTransport>(a: &F, b
 
 fn an_empty_wait_times_out<F: FrameTransport>(b: &F) {
     let err = b
-        .recv_frame(&mut [0; 8], &mut Vec::new(), 0, Wait::Never)
+        .recv_frame(&mut Vec::new(), 8, &mut Vec::new(), 0, Wait::Never)
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     let err = b
         .recv_frame(
-            &mut [0; 8],
+            &mut Vec::new(),
+            8,
             &mut Vec::new(),
             0,
             Wait::timeout(Duration::from_millis(2)),
@@ -117,22 +118,22 @@ fn seqpacket_end_of_stream_comes_after_the_queue_drains() {
     b.send_frame(&[IoSlice::new(b"unread")], &[], Wait::Block)
         .unwrap();
     drop(a);
-    let mut buf = [0; 8];
+    let mut buf = Vec::new();
     for i in 0u8..3 {
         assert_eq!(
-            b.recv_frame(&mut buf, &mut Vec::new(), 0, Wait::timeout(T))
+            b.recv_frame(&mut buf, 8, &mut Vec::new(), 0, Wait::timeout(T))
                 .unwrap(),
             Some(1)
         );
         assert_eq!(buf[0], i);
     }
     assert_eq!(
-        b.recv_frame(&mut buf, &mut Vec::new(), 0, Wait::timeout(T))
+        b.recv_frame(&mut buf, 8, &mut Vec::new(), 0, Wait::timeout(T))
             .unwrap(),
         None
     );
     assert_eq!(
-        b.recv_frame(&mut buf, &mut Vec::new(), 0, Wait::timeout(T))
+        b.recv_frame(&mut buf, 8, &mut Vec::new(), 0, Wait::timeout(T))
             .unwrap(),
         None,
         "EOF is sticky"
@@ -157,15 +158,15 @@ fn a_raw_empty_message_from_a_live_peer_is_not_end_of_stream() {
     let (a, b) = SeqPacketSocket::pair().unwrap();
     // courier refuses to send one; a raw peer can.
     nix::sys::socket::send(a.as_raw_fd(), &[], nix::sys::socket::MsgFlags::empty()).unwrap();
-    let mut buf = [0; 8];
+    let mut buf = Vec::new();
     assert_eq!(
-        b.recv_frame(&mut buf, &mut Vec::new(), 0, Wait::timeout(T))
+        b.recv_frame(&mut buf, 8, &mut Vec::new(), 0, Wait::timeout(T))
             .unwrap(),
         Some(0)
     );
     a.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(
-        b.recv_frame(&mut buf, &mut Vec::new(), 0, Wait::timeout(T))
+        b.recv_frame(&mut buf, 8, &mut Vec::new(), 0, Wait::timeout(T))
             .unwrap(),
         None
     );
@@ -178,14 +179,14 @@ fn shutdown_write_gives_eof_despite_a_surviving_copy() {
     a.send_frame(&[IoSlice::new(b"last")], &[], Wait::Block)
         .unwrap();
     a.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut buf = [0; 8];
+    let mut buf = Vec::new();
     assert_eq!(
-        b.recv_frame(&mut buf, &mut Vec::new(), 0, Wait::timeout(T))
+        b.recv_frame(&mut buf, 8, &mut Vec::new(), 0, Wait::timeout(T))
             .unwrap(),
         Some(4)
     );
     assert_eq!(
-        b.recv_frame(&mut buf, &mut Vec::new(), 0, Wait::timeout(T))
+        b.recv_frame(&mut buf, 8, &mut Vec::new(), 0, Wait::timeout(T))
             .unwrap(),
         None
     );
