@@ -9,7 +9,7 @@
 //! keeps it past its own `exec`.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,12 +99,12 @@ pub fn inherit(cmd: &mut Command, fd: OwnedFd) -> io::Result<InheritedFd> {
     Ok(InheritedFd { fd, armed })
 }
 
-/// Takes ownership of a socket this process inherited at fd number `raw`
-/// (the other half of [`inherit`]), after checking that it is open, was
-/// really inherited (not close-on-exec: everything std and courier open
-/// is, so an fd that is not came from the parent), and is an AF_UNIX socket
-/// of type `K`. It is made close-on-exec again, so this process's own
-/// children do not inherit it.
+/// Takes ownership of an fd this process inherited at number `raw` (the
+/// other half of [`inherit`]), after checking that it is open, was really
+/// inherited (not close-on-exec: everything std and courier open is, so an
+/// fd that is not came from the parent), and passes `check` (its type). It
+/// is made close-on-exec again, so this process's own children do not
+/// inherit it.
 ///
 /// On failure the fd is left as it was, open.
 ///
@@ -117,13 +117,15 @@ pub fn inherit(cmd: &mut Command, fd: OwnedFd) -> io::Result<InheritedFd> {
 /// # Errors
 ///
 /// [`io::ErrorKind::NotFound`] when `raw` is not open;
-/// [`io::ErrorKind::InvalidInput`] when it is close-on-exec, or not an
-/// AF_UNIX socket of type `K`.
+/// [`io::ErrorKind::InvalidInput`] when it is close-on-exec; the error of
+/// `check`.
 #[allow(unsafe_code)]
-pub unsafe fn adopt_inherited<K: Kind>(raw: RawFd) -> io::Result<Socket<K>> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
+pub unsafe fn adopt_inherited_fd(
+    raw: RawFd,
+    check: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
 
-    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
     match sys::fd_flags(raw) {
         Err(e) if e.raw_os_error() == Some(nix::libc::EBADF) => {
             return Err(io::Error::new(
@@ -133,26 +135,45 @@ pub unsafe fn adopt_inherited<K: Kind>(raw: RawFd) -> io::Result<Socket<K>> {
         }
         Err(e) => return Err(e),
         Ok(flags) if flags & nix::libc::FD_CLOEXEC != 0 => {
-            return Err(invalid(format!(
-                "fd {raw} is close-on-exec, so it was not inherited"
-            )))
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {raw} is close-on-exec, so it was not inherited"),
+            ))
         }
         Ok(_) => {}
     }
     // SAFETY: `raw` is open (checked above) and, by this function's
-    // contract, owned by nothing else in the process.
+    // contract, owned by nothing else; the borrow ends before ownership is
+    // taken below.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    check(borrowed)?;
+    // SAFETY: as above: open, and owned by nothing else in the process.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    match sys::unix_socket_type(fd.as_fd()) {
-        Ok(ty) if ty == K::RAW_TYPE => {}
-        _ => {
-            // Not ours to close after all.
-            let _ = fd.into_raw_fd();
-            return Err(invalid(format!(
-                "fd {raw} is not an AF_UNIX {} socket",
-                K::NAME
-            )));
-        }
-    }
     sys::set_cloexec(fd.as_fd())?;
-    Socket::<K>::try_from(fd).map_err(|e| invalid(e.to_string()))
+    Ok(fd)
+}
+
+/// [`adopt_inherited_fd`] for an AF_UNIX socket of type `K`.
+///
+/// # Safety
+///
+/// As [`adopt_inherited_fd`].
+///
+/// # Errors
+///
+/// As [`adopt_inherited_fd`], and [`io::ErrorKind::InvalidInput`] when the
+/// fd is not an AF_UNIX socket of type `K`.
+#[allow(unsafe_code)]
+pub unsafe fn adopt_inherited<K: Kind>(raw: RawFd) -> io::Result<Socket<K>> {
+    let check = |fd: BorrowedFd<'_>| match sys::unix_socket_type(fd) {
+        Ok(ty) if ty == K::RAW_TYPE => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {raw} is not an AF_UNIX {} socket", K::NAME),
+        )),
+    };
+    // SAFETY: this function's contract is adopt_inherited_fd's.
+    let fd = unsafe { adopt_inherited_fd(raw, check) }?;
+    Socket::<K>::try_from(fd)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
 }

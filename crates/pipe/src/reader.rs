@@ -1,0 +1,137 @@
+//! The read side: frames out of a byte stream, kept whole across partial
+//! reads and interrupted waits.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use courier_transport::{TransportError, Wait};
+
+use crate::PREFIX_LEN;
+
+/// Bytes read from the stream at most per `read(2)`, and the buffer that
+/// holds read-ahead between frames: small frames cost one read each.
+const READ_AHEAD: usize = 64 << 10;
+
+/// Where a partly read frame stands. Kept across calls, so a wait that
+/// times out in the middle of a frame loses nothing.
+#[derive(Default)]
+pub(crate) struct Reader {
+    /// Read-ahead: bytes read but not yet consumed are `ahead[start..end]`.
+    ahead: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The current frame's length, once its prefix is complete.
+    frame_len: Option<usize>,
+    /// The current frame's bytes so far (unless it is being discarded).
+    body: Vec<u8>,
+    /// How much of the current frame has been read (kept or discarded).
+    got: usize,
+    /// The current frame is longer than the caller's maximum: its bytes
+    /// are read and dropped, so the stream stays in step.
+    discarding: bool,
+}
+
+impl Reader {
+    /// Reads until one whole frame is in `buf[..len]` (the frame's buffer
+    /// is swapped in, not copied), the stream ends, or `wait` runs out.
+    pub(crate) fn recv(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        buf: &mut Vec<u8>,
+        max_len: usize,
+        wait: Wait,
+    ) -> io::Result<Option<usize>> {
+        loop {
+            if let Some(done) = self.step(buf, max_len)? {
+                return Ok(Some(done));
+            }
+            if !self.fill(fd, wait)? {
+                return self.at_end();
+            }
+        }
+    }
+
+    /// Consumes what the read-ahead holds; `Some(len)` once a frame is whole.
+    fn step(&mut self, buf: &mut Vec<u8>, max_len: usize) -> io::Result<Option<usize>> {
+        let frame_len = match self.frame_len {
+            Some(len) => len,
+            None => {
+                if self.end - self.start < PREFIX_LEN {
+                    return Ok(None);
+                }
+                let mut prefix = [0; PREFIX_LEN];
+                prefix.copy_from_slice(&self.ahead[self.start..self.start + PREFIX_LEN]);
+                self.start += PREFIX_LEN;
+                let len = u32::from_le_bytes(prefix) as usize;
+                self.frame_len = Some(len);
+                self.got = 0;
+                self.discarding = len > max_len;
+                self.body.clear();
+                len
+            }
+        };
+        let take = (frame_len - self.got).min(self.end - self.start);
+        if !self.discarding {
+            self.body
+                .extend_from_slice(&self.ahead[self.start..self.start + take]);
+        }
+        self.start += take;
+        self.got += take;
+        if self.got < frame_len {
+            return Ok(None);
+        }
+        self.frame_len = None;
+        if self.discarding {
+            self.discarding = false;
+            return Err(TransportError::Truncated {
+                len: frame_len,
+                capacity: max_len,
+                fds: 0,
+            }
+            .into());
+        }
+        std::mem::swap(buf, &mut self.body);
+        Ok(Some(frame_len))
+    }
+
+    /// Reads more into the read-ahead under `wait`. `false` at end of stream.
+    fn fill(&mut self, fd: BorrowedFd<'_>, wait: Wait) -> io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.ahead.len() - self.end < PREFIX_LEN {
+            self.ahead.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.ahead.len() < READ_AHEAD {
+            self.ahead.resize(READ_AHEAD, 0);
+        }
+        // Memory follows what the peer really sent: a frame's body grows as
+        // its bytes arrive, never to a claimed length up front.
+        let n = crate::io::read(fd, &mut self.ahead[self.end..], wait)?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    /// End of stream: fine between frames, an error inside one.
+    fn at_end(&mut self) -> io::Result<Option<usize>> {
+        let pending_prefix = self.end - self.start;
+        let inside = self.frame_len.is_some() || pending_prefix > 0;
+        if !inside {
+            return Ok(None);
+        }
+        let (got, len) = match self.frame_len {
+            Some(len) => (self.got, len),
+            None => (pending_prefix, PREFIX_LEN),
+        };
+        *self = Reader {
+            ahead: std::mem::take(&mut self.ahead),
+            ..Reader::default()
+        };
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("stream ended inside a frame: {got} of {len} bytes arrived"),
+        ))
+    }
+}
