@@ -77,7 +77,11 @@ fn parent() -> Result<(), Box<dyn std::error::Error>> {
             name: "parent".into(),
             output: Fd::new(writer),
         })
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(|e| match std::error::Error::source(&e) {
+            // Over pipes (COURIER_TRANSPORT=pipe) this fails: pipes carry no fds.
+            Some(why) => format!("send: {e}: {why}"),
+            None => format!("send: {e}"),
+        })?;
     // The request owned the only write end; it was closed here when the
     // send succeeded, so the child now holds the only one.
     let response = spawned.endpoint.recv_timeout(Duration::from_secs(10))?;

@@ -14,10 +14,21 @@
 //!   its main items are re-exported at the root ([`channel()`],
 //!   [`Sender`], [`Receiver`], [`Endpoint`], [`Fd`], [`Bytes`], ...).
 //!
+//! * [`pipe`] (crate `courier-pipe`): the same frames over pipes, stdio or
+//!   any fd-backed byte stream, for hosts without AF_UNIX SEQPACKET (no fds
+//!   then).
+//!
+//! [`Transport::Auto`] picks SEQPACKET where the host has it and pipes
+//! where it does not ([`TRANSPORT_ENV`] or [`Transport::Pipe`] force
+//! either); [`endpoints_over`], [`channel_over`] and the spawn helpers take
+//! it.
+//!
 //! The facade adds spawning: [`CommandExt::spawn_endpoint`] starts a
 //! child with a handshaken [`Endpoint`] to it, race-free (only that child
-//! inherits its end), and the child takes its end with [`from_env`]. See
-//! `examples/parent_child.rs` and `examples/plugin_host/`.
+//! inherits its end), and the child takes its end with [`from_env`];
+//! [`CommandExt::spawn_stdio_endpoint`] and [`stdio_endpoint`] do the same
+//! over the child's stdin and stdout. See `examples/parent_child.rs`,
+//! `examples/plugin_host/` and `examples/stdio_plugin.rs`.
 //!
 //! ```
 //! use courier::transport::SeqPacketSocket;
@@ -33,11 +44,14 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod select;
 mod spawn;
 
-pub use spawn::{from_env, CommandExt, Spawned, CHANNEL_ENV};
+pub use select::{channel_over, endpoints_over, Transport, TRANSPORT_ENV};
+pub use spawn::{from_env, stdio_endpoint, CommandExt, Spawned, CHANNEL_ENV};
 
 pub use courier_channel as channel;
+pub use courier_pipe as pipe;
 pub use courier_transport as transport;
 
 pub use courier_channel::{
