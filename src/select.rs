@@ -12,7 +12,7 @@ use serde::Serialize;
 
 /// The environment variable that forces [`Transport::Auto`]'s choice:
 /// `seqpacket` or `pipe` (for testing the fallback, or a host known to
-/// need it).
+/// need it). Any other value is ignored, as if unset.
 pub const TRANSPORT_ENV: &str = "COURIER_TRANSPORT";
 
 /// Which transport the facade's helpers use.

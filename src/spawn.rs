@@ -244,6 +244,10 @@ where
             Endpoint::handshake(socket, config)
         }
         Some(Passed::Pipes(r, w)) => {
+            // Both checked before either is adopted: a refusal leaves both
+            // as they were.
+            check_pipe(r, true).map_err(|e| not_inherited(e.to_string()))?;
+            check_pipe(w, false).map_err(|e| not_inherited(e.to_string()))?;
             let reader = adopt_pipe(r, true).map_err(|e| not_inherited(e.to_string()))?;
             let writer = adopt_pipe(w, false).map_err(|e| not_inherited(e.to_string()))?;
             let transport = PipeTransport::new(reader, writer)?;
@@ -309,15 +313,25 @@ fn adopt_socket(raw: i32) -> io::Result<SeqPacketSocket> {
     unsafe { courier_transport::adopt_inherited(raw) }
 }
 
-#[allow(unsafe_code)]
-fn adopt_pipe(raw: i32, reading: bool) -> io::Result<OwnedFd> {
-    let check = |fd: BorrowedFd<'_>| {
+/// Whether `raw` is the right end of a pipe, for reading or writing.
+fn pipe_end(raw: i32, reading: bool) -> impl FnOnce(BorrowedFd<'_>) -> io::Result<()> {
+    move |fd| {
         courier_pipe::check_pipe_end(fd, reading)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("fd {raw}: {e}")))
-    };
+    }
+}
+
+#[allow(unsafe_code)]
+fn check_pipe(raw: i32, reading: bool) -> io::Result<()> {
+    // SAFETY: as for adopt_socket: the number comes from CHANNEL_ENV, read
+    // once and removed; nothing else in the process knows it.
+    unsafe { courier_transport::check_inherited_fd(raw, pipe_end(raw, reading)) }
+}
+
+#[allow(unsafe_code)]
+fn adopt_pipe(raw: i32, reading: bool) -> io::Result<OwnedFd> {
     // SAFETY: as for adopt_socket: the number comes from CHANNEL_ENV, read
     // once and removed; adopt_inherited_fd checks the fd is open and
-    // inherited, and `check` that it is the right end of a pipe, before
-    // owning it.
-    unsafe { courier_transport::adopt_inherited_fd(raw, check) }
+    // inherited, and that it is the right end of a pipe, before owning it.
+    unsafe { courier_transport::adopt_inherited_fd(raw, pipe_end(raw, reading)) }
 }

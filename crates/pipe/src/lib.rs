@@ -37,9 +37,10 @@
 //!
 //! Each frame is its length (`u32`, little-endian, never 0) and then its
 //! bytes. The reader checks the length against the caller's maximum (the
-//! channel's limit) before keeping anything: a frame above it is read and
-//! dropped so the stream stays in step, and reported as
-//! `TransportError::Truncated`; the memory a frame takes grows with the
+//! channel's limit) before keeping anything: a frame above it is reported
+//! at once as `TransportError::Truncated` (the channel's
+//! `FrameError::TooLong`), and its bytes are read and dropped before the
+//! next frame, so the stream stays in step; the memory a frame takes grows with the
 //! bytes that really arrive, never up front to a claimed length. Partial
 //! reads and writes are completed; a wait that times out inside a frame
 //! keeps what was read for the next call. A stream that ends inside a frame
@@ -69,8 +70,10 @@
 //!
 //! No fds: a value that holds one is refused at send
 //! (`ChannelError::FdsUnsupported`), handed back whole, never sent without
-//! them. No credentials. No race-proof shutdown: a stray copy of a pipe end
-//! in another process delays end of stream until it closes.
+//! them. No credentials. No race-proof shutdown: dropping a channel half
+//! releases its pipe end (as closing would; the other half keeps working),
+//! but a stray copy of a pipe end in another process delays end of stream
+//! until it closes.
 //!
 //! Pipes are raised towards 1 MiB (`F_SETPIPE_SZ`, within
 //! `/proc/sys/fs/pipe-max-size` and the user's pipe budget).

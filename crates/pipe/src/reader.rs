@@ -67,6 +67,17 @@ impl Reader {
                 self.got = 0;
                 self.discarding = len > max_len;
                 self.body.clear();
+                if self.discarding {
+                    // Reported now, not after the peer has sent it all (a
+                    // lying prefix may never be followed by its bytes);
+                    // the next calls drain it before the next frame.
+                    return Err(TransportError::Truncated {
+                        len,
+                        capacity: max_len,
+                        fds: 0,
+                    }
+                    .into());
+                }
                 len
             }
         };
@@ -82,13 +93,9 @@ impl Reader {
         }
         self.frame_len = None;
         if self.discarding {
+            // Drained: on to the next frame.
             self.discarding = false;
-            return Err(TransportError::Truncated {
-                len: frame_len,
-                capacity: max_len,
-                fds: 0,
-            }
-            .into());
+            return self.step(buf, max_len);
         }
         std::mem::swap(buf, &mut self.body);
         Ok(Some(frame_len))

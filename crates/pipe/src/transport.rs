@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::{self, IoSlice, Write};
+use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::Child;
 use std::sync::{Mutex, PoisonError};
@@ -182,9 +183,10 @@ impl FrameTransport for PipeTransport {
         self.writer.send(frame, wait)
     }
 
-    /// A frame longer than `max_len` is read and dropped, so the stream
-    /// stays in step, and reported as
-    /// [`TransportError::Truncated`](courier_transport::TransportError::Truncated);
+    /// A frame longer than `max_len` is reported as
+    /// [`TransportError::Truncated`](courier_transport::TransportError::Truncated)
+    /// as soon as its length prefix is read; the next calls read and drop
+    /// its bytes first, so the stream stays in step;
     /// memory grows only with the bytes that really arrive. A stream that
     /// ends inside a frame is an [`io::ErrorKind::UnexpectedEof`] error, not
     /// a shorter frame. `max_fds` is ignored: no fd ever arrives.
@@ -206,6 +208,23 @@ impl FrameTransport for PipeTransport {
 
     fn writable_fd(&self) -> BorrowedFd<'_> {
         self.writer.fd()
+    }
+
+    /// Pipes have no `shutdown(2)`; this does what closing would: `Write`
+    /// releases the write end (the peer reads end of stream once the
+    /// frames before it are read) and `Read` the read end (the peer's sends
+    /// fail with `BrokenPipe`). The fd numbers stay valid (they then name
+    /// `/dev/null`), and later sends fail with `BrokenPipe`, later receives
+    /// end at once. A copy of the pipe end held by another process still
+    /// keeps the pipe open: pipes have no race-proof shutdown.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.writer.shut_down()?;
+        }
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            courier_transport::pipe::detach(self.read_fd.as_fd())?;
+        }
+        Ok(())
     }
 }
 

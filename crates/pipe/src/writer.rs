@@ -27,6 +27,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,10 @@ pub(crate) struct Writer {
     fd: OwnedFd,
     /// The pipe's capacity in bytes; `None` when the fd is not a pipe.
     capacity: Option<usize>,
+    /// Guards whole frames, and `shut` (set under it).
     lock: Mutex<()>,
+    /// The write end was released ([`Writer::shut_down`]).
+    shut: AtomicBool,
 }
 
 impl Writer {
@@ -52,7 +56,17 @@ impl Writer {
             fd,
             capacity,
             lock: Mutex::new(()),
+            shut: AtomicBool::new(false),
         }
+    }
+
+    /// Releases the write end, between frames, as closing it would.
+    pub(crate) fn shut_down(&self) -> io::Result<()> {
+        let _turn = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.shut.swap(true, Ordering::AcqRel) {
+            courier_transport::pipe::detach(self.fd())?;
+        }
+        Ok(())
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -78,6 +92,9 @@ impl Writer {
         // A panic in another writer cannot have left a frame half written
         // that this one could fix: the lock guards no data.
         let _turn = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.shut.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         self.wait_for_room(PREFIX_LEN + len, wait)?;
         let mut slices = [IoSlice::new(&[]); 4];
         slices[0] = IoSlice::new(&prefix);

@@ -126,6 +126,31 @@ pub unsafe fn adopt_inherited_fd(
 ) -> io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
 
+    // SAFETY: this function's contract is check_inherited_fd's.
+    unsafe { check_inherited_fd(raw, check) }?;
+    // SAFETY: `raw` is open (checked above) and, by this function's
+    // contract, owned by nothing else in the process.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    sys::set_cloexec(fd.as_fd())?;
+    Ok(fd)
+}
+
+/// The checks of [`adopt_inherited_fd`] without taking ownership: for a
+/// process that must adopt several fds all or none (check each, then
+/// adopt each).
+///
+/// # Safety
+///
+/// As [`adopt_inherited_fd`]: nothing else in this process owns `raw`.
+///
+/// # Errors
+///
+/// As [`adopt_inherited_fd`].
+#[allow(unsafe_code)]
+pub unsafe fn check_inherited_fd(
+    raw: RawFd,
+    check: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+) -> io::Result<()> {
     match sys::fd_flags(raw) {
         Err(e) if e.raw_os_error() == Some(nix::libc::EBADF) => {
             return Err(io::Error::new(
@@ -143,14 +168,9 @@ pub unsafe fn adopt_inherited_fd(
         Ok(_) => {}
     }
     // SAFETY: `raw` is open (checked above) and, by this function's
-    // contract, owned by nothing else; the borrow ends before ownership is
-    // taken below.
+    // contract, owned by nothing else: no one closes it during the borrow.
     let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-    check(borrowed)?;
-    // SAFETY: as above: open, and owned by nothing else in the process.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    sys::set_cloexec(fd.as_fd())?;
-    Ok(fd)
+    check(borrowed)
 }
 
 /// [`adopt_inherited_fd`] for an AF_UNIX socket of type `K`.

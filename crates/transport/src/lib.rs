@@ -149,7 +149,7 @@ pub use convert::{unix_socket_type, FromFdError};
 pub use cred::Credentials;
 pub use error::TransportError;
 pub use frame::FrameTransport;
-pub use inherit::{adopt_inherited, adopt_inherited_fd, inherit, InheritedFd};
+pub use inherit::{adopt_inherited, adopt_inherited_fd, check_inherited_fd, inherit, InheritedFd};
 pub use kind::Kind;
 pub use listener::{Incoming, Listener};
 pub use msg::{Received, RecvMsg, SendMsg, MAX_FDS};

@@ -43,3 +43,17 @@ pub fn write_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<us
     drop(guard);
     result
 }
+
+/// Points fd `fd` at `/dev/null` (close-on-exec), releasing this
+/// process's reference to whatever it was: for a pipe end, the same as
+/// closing it, for the peer's end of stream or `EPIPE`, while the fd number
+/// stays valid for anyone who borrowed it (closing it could not promise
+/// that). The caller must own `fd`, and then owns `/dev/null` there.
+///
+/// # Errors
+///
+/// When `/dev/null` cannot be opened or `dup3` fails.
+pub fn detach(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    sys::dup_over(std::os::fd::AsFd::as_fd(&null), fd)
+}

@@ -273,6 +273,22 @@ pub(crate) fn clear_cloexec_in_child(raw: std::os::fd::RawFd) -> io::Result<()> 
     Ok(())
 }
 
+/// dup3(2) of `from` onto the fd number of `onto`, close-on-exec: the open
+/// file `onto` named is released, its number now names `from`'s.
+#[allow(unsafe_code)]
+pub(crate) fn dup_over(from: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> io::Result<()> {
+    loop {
+        // SAFETY: dup3 takes two fd numbers and a flag; both are open (they
+        // are borrowed), and replacing `onto` is what the caller, its
+        // owner, asked for.
+        let ret = unsafe { libc::dup3(from.as_raw_fd(), onto.as_raw_fd(), libc::O_CLOEXEC) };
+        match Errno::result(ret) {
+            Err(Errno::EINTR | Errno::EBUSY) => continue,
+            other => return other.map(drop).map_err(Into::into),
+        }
+    }
+}
+
 /// `FIONREAD`: bytes queued for reading.
 #[allow(unsafe_code)]
 pub(crate) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
