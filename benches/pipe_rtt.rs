@@ -190,4 +190,3 @@ fn raw_seqpacket_echo() {
         }
     }
 }
-
