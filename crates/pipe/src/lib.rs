@@ -60,12 +60,15 @@
 //! ## Waiting
 //!
 //! `try_` and deadline forms work without `O_NONBLOCK` (which would change
-//! stdin/stdout for every process sharing them): reads wait with `poll`; a
-//! write to a pipe waits until the whole frame fits in the pipe's free
-//! space, so it cannot block half-way. A frame larger than the pipe itself
-//! is refused by `try_` sends, and started by deadline sends once the pipe
-//! is empty, then finished (a begun frame must be completed).
-//!
+//! stdin/stdout for every process sharing them): reads wait with `poll`
+//! (and stop at the deadline even while bytes keep coming; what was read is
+//! kept); a write never starts unless the whole frame goes in without
+//! waiting: a frame of up to 4 KiB once a pipe page is free, a larger one
+//! once the pipe is empty. A frame larger than the pipe itself is refused
+//! by `try_` sends, and started by deadline sends once the pipe is empty,
+//! then finished (a begun frame must be completed). See the `writer`
+//! module for why.
+
 //! ## What a pipe cannot do
 //!
 //! No fds: a value that holds one is refused at send
@@ -113,7 +116,8 @@ pub fn check_pipe_end(fd: std::os::fd::BorrowedFd<'_>, reading: bool) -> std::io
     } else {
         OFlag::O_WRONLY
     };
-    if mode != want {
+    // A FIFO opened read-write serves either direction.
+    if mode != want && mode != OFlag::O_RDWR {
         return Err(invalid(if reading {
             "a pipe end not open for reading"
         } else {

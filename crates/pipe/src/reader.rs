@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::time::Instant;
 
 use courier_transport::{TransportError, Wait};
 
@@ -41,10 +42,20 @@ impl Reader {
         max_len: usize,
         wait: Wait,
     ) -> io::Result<Option<usize>> {
+        let mut first = true;
         loop {
             if let Some(done) = self.step(buf, max_len)? {
                 return Ok(Some(done));
             }
+            // Past the deadline, one read still may complete a frame that
+            // is already there; more would let a trickling peer keep this
+            // call going for ever. What was read is kept for the next call.
+            if let Wait::Until(deadline) = wait {
+                if !first && Instant::now() >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            first = false;
             if !self.fill(fd, wait)? {
                 return self.at_end();
             }

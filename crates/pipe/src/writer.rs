@@ -15,15 +15,19 @@
 //! `BrokenPipe` error, which the channel reports as `Disconnected`.
 //!
 //! **Waiting without `O_NONBLOCK`.** A blocking send just writes. A `try_`
-//! or deadline send to a pipe first makes sure the whole frame fits in the
-//! pipe's free space (capacity minus what is queued, `FIONREAD`, counted in
-//! whole pages plus one for a partly filled page), so the write that
-//! follows cannot block and is never left half done. A frame larger than
-//! the pipe itself can never fit: a deadline send starts it once the pipe
-//! is empty and then finishes it, however long the reader takes (a frame
-//! once begun must be completed, or the stream would be corrupt); `try_`
-//! sends refuse it as full. On other streams (sockets, ttys) waiting means
-//! `POLLOUT`.
+//! or deadline send to a pipe never writes part of a frame and then waits:
+//! a frame of at most `PIPE_BUF` (4096) bytes including its prefix takes at
+//! most one new page, so it is written once `poll` says a page is free
+//! (`POLLOUT`), with `pwritev2(RWF_NOWAIT)` so that nothing is written
+//! unless all of it is. A larger frame is written only into an empty pipe
+//! (`FIONREAD` 0): how many pages the queued bytes occupy is not knowable
+//! (the kernel starts a new page for a write whose tail does not fit the
+//! last one), but an empty pipe takes any frame up to its capacity whole.
+//! A frame larger than the pipe itself is refused by `try_` sends, and
+//! started by deadline sends into the empty pipe, then finished as the
+//! reader reads (a frame once begun must be completed). `O_NONBLOCK`, which
+//! would change stdin/stdout for every process sharing them, is never set.
+//! On other streams (sockets, ttys) waiting means `POLLOUT`.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -37,8 +41,8 @@ use nix::poll::PollFlags;
 use crate::io::{back_off, not_ready, ready};
 use crate::PREFIX_LEN;
 
-/// Pipes account in pages.
-const PAGE: usize = 4096;
+/// Writes up to this size are atomic on a pipe.
+const PIPE_BUF: usize = 4096;
 
 pub(crate) struct Writer {
     fd: OwnedFd,
@@ -95,41 +99,87 @@ impl Writer {
         if self.shut.load(Ordering::Acquire) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        self.wait_for_room(PREFIX_LEN + len, wait)?;
-        let mut slices = [IoSlice::new(&[]); 4];
-        slices[0] = IoSlice::new(&prefix);
-        if frame.len() < slices.len() {
-            slices[1..=frame.len()].copy_from_slice(frame);
-            write_all(self.fd(), &mut slices[..=frame.len()])
+        let total = PREFIX_LEN + len;
+        let mut few = [IoSlice::new(&[]); 4];
+        let mut all;
+        let slices: &mut [IoSlice<'_>] = if frame.len() < few.len() {
+            few[0] = IoSlice::new(&prefix);
+            few[1..=frame.len()].copy_from_slice(frame);
+            &mut few[..=frame.len()]
         } else {
-            let mut all = Vec::with_capacity(frame.len() + 1);
+            all = Vec::with_capacity(frame.len() + 1);
             all.push(IoSlice::new(&prefix));
             all.extend_from_slice(frame);
-            write_all(self.fd(), &mut all)
+            &mut all
+        };
+        match wait {
+            Wait::Block => write_all(self.fd(), slices),
+            _ => self.send_waiting(slices, total, wait),
         }
     }
 
-    /// Returns once writing `total` bytes will not block (or, for a frame
-    /// larger than the pipe, once the pipe is empty), or fails under `wait`.
-    fn wait_for_room(&self, total: usize, wait: Wait) -> io::Result<()> {
-        if wait == Wait::Block {
-            return Ok(()); // the write itself waits
-        }
+    /// A `try_` or deadline send: nothing is written until the whole frame
+    /// can be written without waiting, so it is never left half done.
+    fn send_waiting(&self, slices: &mut [IoSlice<'_>], total: usize, wait: Wait) -> io::Result<()> {
         let Some(capacity) = self.capacity else {
-            return if ready(self.fd(), PollFlags::POLLOUT, wait)? {
-                Ok(())
-            } else {
-                Err(not_ready(wait))
-            };
+            // Not a pipe: all we can wait for is writability.
+            if !ready(self.fd(), PollFlags::POLLOUT, wait)? {
+                return Err(not_ready(wait));
+            }
+            return write_all(self.fd(), slices);
         };
+        if total > PIPE_BUF {
+            // How many of the pipe's pages the bytes queued occupy is not
+            // knowable (the kernel starts a new page for a write whose tail
+            // does not fit the last one), so a larger frame is only started
+            // into an empty pipe: then it fits whole if it fits at all.
+            // `try_` sends refuse a frame larger than the pipe; deadline
+            // sends start it into the empty pipe and finish it as the
+            // reader reads.
+            if total > capacity && wait == Wait::Never {
+                // Let the write report a reader that is gone.
+                return if self.reader_gone()? {
+                    write_all(self.fd(), slices)
+                } else {
+                    Err(not_ready(wait))
+                };
+            }
+            self.wait_until(wait, |queued| queued == 0)?;
+            return write_all(self.fd(), slices);
+        }
+        loop {
+            // Up to PIPE_BUF bytes take at most one new page, and POLLOUT
+            // means a page is free; RWF_NOWAIT makes sure nothing is written
+            // unless all of it is (should another process write too).
+            match courier_transport::pipe::write_vectored_nowait(self.fd(), slices) {
+                Ok(n) if n == total => return Ok(()),
+                Ok(n) => {
+                    let mut rest: &mut [IoSlice<'_>] = slices;
+                    IoSlice::advance_slices(&mut rest, n);
+                    return write_all(self.fd(), rest);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    if !ready(self.fd(), PollFlags::POLLOUT, wait)? {
+                        return Err(not_ready(wait));
+                    }
+                    return write_all(self.fd(), slices);
+                }
+                Err(e) => return Err(e),
+            }
+            if !ready(self.fd(), PollFlags::POLLOUT, wait)? {
+                return Err(not_ready(wait));
+            }
+        }
+    }
+
+    /// Waits under `wait` until `fits(queued bytes)` holds or the reader is
+    /// gone (the write then reports it).
+    fn wait_until(&self, wait: Wait, fits: impl Fn(usize) -> bool) -> io::Result<()> {
         let mut step = Duration::from_micros(50);
         loop {
             let queued = courier_transport::pipe::queued_bytes(self.fd())?;
-            let free = capacity.saturating_sub((queued.div_ceil(PAGE) + 1) * PAGE);
-            let never_fits = total > capacity.saturating_sub(PAGE);
-            let go = total <= free || (never_fits && queued == 0 && wait != Wait::Never);
-            // POLLERR: no reader any more. Let the write report it.
-            if go || self.reader_gone()? {
+            if fits(queued) || self.reader_gone()? {
                 return Ok(());
             }
             match wait {

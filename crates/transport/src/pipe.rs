@@ -24,21 +24,62 @@ pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// How: where SIGPIPE is ignored (the default in Rust programs, which
 /// ignore it before `main`), this is a plain `writev`. Otherwise SIGPIPE
 /// is blocked in the calling thread for the write (the kernel sends it to
-/// the writing thread), a SIGPIPE the write raised is taken off the pending
-/// set with `sigtimedwait`, and the thread's mask is restored. A SIGPIPE
-/// that was already pending before the write is left alone.
+/// the writing thread), and when the write may have raised it (it failed
+/// with `EPIPE`, or wrote only part: a reader that left in the middle of a
+/// large write raises SIGPIPE and still returns the count), one SIGPIPE is
+/// taken off this thread's pending signals with `sigtimedwait`, which takes
+/// the thread's own before any pending for the whole process; then the
+/// thread's mask is restored. A SIGPIPE already pending for this thread
+/// before the write is left pending (the write's merges with it: signals
+/// do not queue).
+///
+/// At most [`MAX_SLICES`] slices are written per call: pass more and only
+/// the first ones are written (the count tells how much).
 ///
 /// # Errors
 ///
 /// The kernel's (`writev`, `rt_sigprocmask`).
 pub fn write_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    write_guarded(fd, bufs, false)
+}
+
+/// [`write_vectored`] that never waits: `pwritev2(RWF_NOWAIT)`. A write
+/// that cannot proceed at all fails with [`io::ErrorKind::WouldBlock`];
+/// one of at most `PIPE_BUF` bytes to a pipe is all or nothing, a larger
+/// one may write part. Fails with [`io::ErrorKind::Unsupported`] where the
+/// kernel cannot do this for the fd (before Linux 6.x for pipes).
+///
+/// # Errors
+///
+/// As [`write_vectored`], and those above.
+pub fn write_vectored_nowait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    write_guarded(fd, bufs, true)
+}
+
+/// The most slices one write takes (the kernel's `UIO_MAXIOV`).
+pub const MAX_SLICES: usize = 1024;
+
+fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::Result<usize> {
+    let bufs = &bufs[..bufs.len().min(MAX_SLICES)];
+    let write = || {
+        if nowait {
+            sys::pwritev2_nowait(fd, bufs)
+        } else {
+            sys::writev(fd, bufs)
+        }
+    };
     if sys::sigpipe_ignored()? {
-        return sys::writev(fd, bufs);
+        return write();
     }
     let guard = sys::SigpipeBlocked::new()?;
-    let result = sys::writev(fd, bufs);
-    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
-        guard.consume_raised()?;
+    let result = write();
+    let requested: usize = bufs.iter().map(|b| b.len()).sum();
+    let may_have_raised = match &result {
+        Err(e) => e.kind() == io::ErrorKind::BrokenPipe,
+        Ok(n) => *n < requested,
+    };
+    if may_have_raised {
+        guard.consume_own()?;
     }
     drop(guard);
     result

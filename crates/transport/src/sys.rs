@@ -326,7 +326,9 @@ pub(crate) fn sigpipe_ignored() -> io::Result<bool> {
 /// SIGPIPE blocked in this thread, until dropped.
 pub(crate) struct SigpipeBlocked {
     old: nix::sys::signal::SigSet,
-    was_pending: bool,
+    /// A SIGPIPE was pending for this thread before: a write's SIGPIPE
+    /// merges with it (signals do not queue), so it is left alone.
+    thread_had_one: bool,
 }
 
 impl SigpipeBlocked {
@@ -335,17 +337,22 @@ impl SigpipeBlocked {
         let mut set = SigSet::empty();
         set.add(Signal::SIGPIPE);
         let old = set.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        // sigpending(2) merges the thread's and the process's pending
+        // sets; only when it shows SIGPIPE (rare) is the thread's own set
+        // read, from /proc.
+        let thread_had_one = sigpipe_pending()? && thread_sigpipe_pending();
         Ok(SigpipeBlocked {
             old,
-            was_pending: sigpipe_pending()?,
+            thread_had_one,
         })
     }
 
-    /// Takes the SIGPIPE our write raised off the pending set, unless one
-    /// was pending before (signals do not queue: it would be the same).
+    /// Takes the SIGPIPE a write raised off, without waiting: the kernel
+    /// dequeues this thread's own pending signals (where a write's SIGPIPE
+    /// goes) before the process-wide ones.
     #[allow(unsafe_code)]
-    pub(crate) fn consume_raised(&self) -> io::Result<()> {
-        if self.was_pending {
+    pub(crate) fn consume_own(&self) -> io::Result<()> {
+        if self.thread_had_one {
             return Ok(());
         }
         let mut set = nix::sys::signal::SigSet::empty();
@@ -354,12 +361,15 @@ impl SigpipeBlocked {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        // SAFETY: `set` is a valid sigset_t, `zero` a valid timespec and the
-        // info pointer may be null; nothing is retained.
-        let ret = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero) };
-        match Errno::result(ret) {
-            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
-            Err(e) => Err(e.into()),
+        loop {
+            // SAFETY: `set` is a valid sigset_t, `zero` a valid timespec
+            // and the info pointer may be null; nothing is retained.
+            let ret = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero) };
+            match Errno::result(ret) {
+                Ok(_) | Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 }
@@ -381,6 +391,47 @@ fn sigpipe_pending() -> io::Result<bool> {
     // SAFETY: `set` was filled by the successful sigpending above.
     let member = unsafe { libc::sigismember(set.as_ptr(), libc::SIGPIPE) };
     Ok(member == 1)
+}
+
+/// Whether SIGPIPE is pending for this thread itself (`SigPnd` in
+/// `/proc/thread-self/status`). Assumed so when it cannot be read: then
+/// nothing is consumed.
+fn thread_sigpipe_pending() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigPnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_none_or(|mask| mask & (1 << (libc::SIGPIPE - 1)) != 0)
+}
+
+/// pwritev2(2) with `RWF_NOWAIT` at the current position (`offset` -1),
+/// retried on EINTR. `Unsupported` where the kernel refuses the flag for
+/// this fd.
+#[allow(unsafe_code)]
+pub(crate) fn pwritev2_nowait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let count = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`; `bufs`
+        // is a live slice of `count` of them, only read by the kernel.
+        let ret = unsafe {
+            libc::pwritev2(
+                fd.as_raw_fd(),
+                bufs.as_ptr().cast(),
+                count,
+                -1,
+                libc::RWF_NOWAIT,
+            )
+        };
+        match Errno::result(ret) {
+            Ok(n) => return Ok(n as usize),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EOPNOTSUPP) => return Err(io::ErrorKind::Unsupported.into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]
