@@ -16,6 +16,7 @@ use nix::unistd::{Gid, Uid};
 const NOBODY: u32 = 65534;
 const ROLES: &[(&str, fn())] = &[
     ("say_hello", say_hello),
+    ("hello_when_asked", hello_when_asked),
     ("hello_as_nobody", hello_as_nobody),
 ];
 
@@ -32,13 +33,24 @@ fn say_hello() {
     let _ = conn.recv_timeout(&mut [0; 8], CHILD_TIMEOUT);
 }
 
-/// Drops to uid/gid 65534 before connecting, then as `say_hello`.
+/// Waits for the parent's "go" (sent once it has turned SO_PASSCRED on),
+/// then as `say_hello`: a message sent before that would carry no
+/// credentials (pid 0 and the overflow ids), which is not what is tested.
+fn hello_when_asked() {
+    let conn = common::connect_to_parent();
+    let mut go = [0; 2];
+    conn.recv_timeout(&mut go, CHILD_TIMEOUT).expect("go");
+    conn.send(b"hello").unwrap();
+    let _ = conn.recv_timeout(&mut [0; 8], CHILD_TIMEOUT);
+}
+
+/// Drops to uid/gid 65534 before connecting, then as `hello_when_asked`.
 fn hello_as_nobody() {
     nix::unistd::setgroups(&[]).expect("setgroups");
     nix::unistd::setgid(Gid::from_raw(NOBODY)).expect("setgid");
     nix::unistd::setuid(Uid::from_raw(NOBODY)).expect("setuid");
     assert_eq!(nix::unistd::getuid().as_raw(), NOBODY);
-    say_hello();
+    hello_when_asked();
 }
 
 /// Accepts the child's connection, turns on SO_PASSCRED, and returns its peer credentials and the
@@ -51,10 +63,10 @@ fn hello_from(role: &str) -> (Guard, Credentials, Credentials) {
     let conn = listener
         .accept_timeout(CHILD_TIMEOUT)
         .expect("child connected");
-    // The child may have sent before this accept: the kernel stamps
-    // credentials on messages queued to a not-yet-accepted socket anyway,
-    // and delivers them once the receiver has SO_PASSCRED.
+    // Only then does the child send: a message queued before SO_PASSCRED
+    // may carry no credentials (this raced: 1 failure in about 30 runs).
     conn.set_pass_cred(true).unwrap();
+    conn.send(b"go").unwrap();
     let peer = conn.peer_cred().expect("peer_cred");
     let mut buf = [0; 8];
     let got = conn
@@ -75,7 +87,7 @@ fn hello_from(role: &str) -> (Guard, Credentials, Credentials) {
 
 #[test]
 fn peer_credentials_name_the_child_process() {
-    let (mut child, peer, stamped) = hello_from("say_hello");
+    let (mut child, peer, stamped) = hello_from("hello_when_asked");
     let me = Credentials::current();
     assert_eq!(peer.pid(), child.pid());
     assert_eq!((peer.uid(), peer.gid()), (me.uid(), me.gid()));
