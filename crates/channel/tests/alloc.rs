@@ -4,7 +4,8 @@
 //! calls made by the measuring thread only, so the harness's other threads
 //! cannot disturb the count. After a warm-up, 10,000 send+recv round trips
 //! of a `u64` and of a small struct through one `channel()` on one thread
-//! must allocate nothing (the crate promises reused buffers). The counts for
+//! must allocate nothing (the crate promises reused buffers), over a
+//! SEQPACKET pair and over pipes. The counts for
 //! a message carrying one fd and for a 1 MiB `Bytes` are printed, not
 //! asserted.
 
@@ -116,8 +117,19 @@ fn measure<T>(make: impl Fn(u64) -> T) -> usize
 where
     T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
 {
+    measure_over(|| channel::<T>().expect("channel"), make)
+}
+
+/// [`measure`] over the channel `pair` makes.
+fn measure_over<T>(
+    pair: impl FnOnce() -> (Sender<T>, Receiver<T>),
+    make: impl Fn(u64) -> T,
+) -> usize
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
     let _serial = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let (tx, rx) = channel::<T>().expect("channel");
+    let (tx, rx) = pair();
     for i in 0..WARM_UP as u64 {
         assert_eq!(round_trip(&tx, &rx, make(i)), make(i), "warm-up {i}");
     }
@@ -153,6 +165,31 @@ fn small_struct_allocates_nothing() {
     assert_eq!(
         count, 0,
         "{count} allocations in {ROUNDS} struct round trips"
+    );
+}
+
+/// The same over pipes (courier-pipe): the frame reader swaps buffers
+/// with the channel instead of allocating, the writer needs no slice list.
+#[test]
+fn small_values_over_pipes_allocate_nothing() {
+    fn over_pipes<T: Serialize + DeserializeOwned>() -> (Sender<T>, Receiver<T>) {
+        let (a, b) = courier_pipe::pair().expect("pipes");
+        let config = courier_channel::Config::new();
+        (
+            Sender::with_transport(Box::new(a), config),
+            Receiver::with_transport(Box::new(b), config),
+        )
+    }
+    let count = measure_over(over_pipes::<u64>, |i| i);
+    eprintln!("u64 over pipes: {count} allocations in {ROUNDS} round trips");
+    assert_eq!(
+        count, 0,
+        "{count} allocations in {ROUNDS} u64 round trips over pipes"
+    );
+    let count = measure_over(over_pipes::<Small>, small);
+    assert_eq!(
+        count, 0,
+        "{count} allocations in {ROUNDS} struct round trips over pipes"
     );
 }
 

@@ -13,6 +13,9 @@ use crate::PREFIX_LEN;
 /// holds read-ahead between frames: small frames cost one read each.
 const READ_AHEAD: usize = 64 << 10;
 
+/// The least room a frame buffer gets: small values never reallocate.
+const MIN_BODY: usize = 4096;
+
 /// Where a partly read frame stands. Kept across calls, so a wait that
 /// times out in the middle of a frame loses nothing.
 #[derive(Default)]
@@ -78,6 +81,13 @@ impl Reader {
                 self.got = 0;
                 self.discarding = len > max_len;
                 self.body.clear();
+                if !self.discarding {
+                    // Room for the whole frame when it is already here (a
+                    // few KiB at least, so values that grow by a byte do
+                    // not reallocate); larger bodies grow as bytes arrive.
+                    let here = self.end - self.start;
+                    self.body.reserve(len.min(here.max(MIN_BODY)).max(MIN_BODY));
+                }
                 if self.discarding {
                     // Reported now, not after the peer has sent it all (a
                     // lying prefix may never be followed by its bytes);
