@@ -215,9 +215,14 @@ where
 /// inherited, and are a connected SEQPACKET socket or the right ends of
 /// two pipes; makes them close-on-exec again; and removes
 /// [`CHANNEL_ENV`] from the environment, so this process's own children
-/// neither inherit the socket nor believe they did. Call it early, before
-/// starting threads (removing an environment variable is not thread-safe
-/// on every libc).
+/// neither inherit the socket nor believe they did.
+///
+/// What it trusts: that [`CHANNEL_ENV`] was set by a courier parent for
+/// this process. The fds it names are taken over (they will be closed when
+/// the endpoint drops), so call it once, early in `main`: before any other
+/// code that adopts inherited fds (a jobserver client, socket activation)
+/// could claim the same numbers, and before starting threads (removing an
+/// environment variable is not thread-safe on every libc).
 ///
 /// # Errors
 ///

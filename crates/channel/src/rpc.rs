@@ -145,6 +145,12 @@ where
                 state.waiting.remove(&id);
                 return Err(CallError::Disconnected);
             }
+            // Checked here, not only by the receive: a receive returns
+            // at once while others' replies keep arriving.
+            if Instant::now() >= deadline {
+                state.waiting.remove(&id);
+                return Err(CallError::Timeout);
+            }
             if let Some(rx) = state.rx.take() {
                 // This caller reads; the others wait for it to hand over.
                 drop(state);

@@ -811,3 +811,61 @@ fn a_call_to_a_gone_server_hands_the_request_back_with_its_fd() {
         other => panic!("expected NotSent, got {other:?}"),
     }
 }
+
+/// A reply that takes 1 ms to decode: senders outpace the reader, so the
+/// queue never runs dry.
+#[derive(Debug, Serialize)]
+struct SlowReply(u32);
+
+impl<'de> Deserialize<'de> for SlowReply {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        std::thread::sleep(Duration::from_millis(1));
+        u32::deserialize(d).map(SlowReply)
+    }
+}
+
+/// A caller reading replies for others still stops at its own deadline:
+/// a server flooding replies to calls nobody made cannot keep it waiting
+/// (before the fix, such a call never returned: each receive found a
+/// reply queued and returned at once, so the deadline was never checked).
+#[test]
+fn a_flood_of_unknown_replies_does_not_hold_a_call_past_its_deadline() {
+    use courier_channel::{endpoints, Call, Client, Reply};
+    let (client_end, server_end) =
+        endpoints::<Call<u32>, Reply<SlowReply, String>>().expect("endpoints");
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (replies, _requests) = server_end.split();
+    let floods: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (flag, replies) = (flooding.clone(), replies.clone());
+            std::thread::spawn(move || {
+                let mut id = (1 + t) << 40;
+                while flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    match replies.send_timeout((id, Ok(SlowReply(0))), Duration::from_millis(10)) {
+                        Ok(()) | Err(courier_channel::SendTimeoutError::Timeout(_)) => id += 1,
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50)); // the queue is full
+    let client = Client::new(client_end);
+    let start = std::time::Instant::now();
+    let got = client.call(7, Duration::from_millis(200));
+    let took = start.elapsed();
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        matches!(got, Err(courier_channel::CallError::Timeout)),
+        "{got:?}"
+    );
+    assert!(took >= Duration::from_millis(200), "early: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "held past its deadline: {took:?}"
+    );
+    drop(client);
+    for flood in floods {
+        flood.join().unwrap();
+    }
+}

@@ -65,9 +65,9 @@
 //! kept); a write never starts unless the whole frame goes in without
 //! waiting: a frame of up to 4 KiB once a pipe page is free, a larger one
 //! once the pipe is empty. A frame larger than the pipe itself is refused
-//! by `try_` sends, and started by deadline sends once the pipe is empty,
-//! then finished (a begun frame must be completed). See the `writer`
-//! module for why.
+//! by `try_` sends, and started by deadline sends once the pipe is empty;
+//! if the deadline passes inside it, the channel is broken (the peer sees a
+//! torn frame) rather than the send waiting on. See the `writer` module.
 
 //! ## What a pipe cannot do
 //!

@@ -104,6 +104,15 @@ impl Reader {
         };
         let take = (frame_len - self.got).min(self.end - self.start);
         if !self.discarding {
+            let free = self.body.capacity() - self.body.len();
+            if free < take {
+                // Doubling, but never past the frame's length: a frame at
+                // the limit takes no more than the limit.
+                let want = (self.body.capacity() * 2)
+                    .max(self.body.len() + take)
+                    .min(frame_len);
+                self.body.reserve_exact(want - self.body.len());
+            }
             self.body
                 .extend_from_slice(&self.ahead[self.start..self.start + take]);
         }

@@ -222,7 +222,7 @@ impl FrameTransport for PipeTransport {
             self.writer.shut_down()?;
         }
         if matches!(how, Shutdown::Read | Shutdown::Both) {
-            courier_transport::pipe::detach(self.read_fd.as_fd())?;
+            courier_transport::pipe::detach(&self.read_fd)?;
         }
         Ok(())
     }

@@ -24,15 +24,18 @@
 //! (the kernel starts a new page for a write whose tail does not fit the
 //! last one), but an empty pipe takes any frame up to its capacity whole.
 //! A frame larger than the pipe itself is refused by `try_` sends, and
-//! started by deadline sends into the empty pipe, then finished as the
-//! reader reads (a frame once begun must be completed). `O_NONBLOCK`, which
+//! started by deadline sends into the empty pipe, then written as the
+//! reader makes room; should the deadline pass inside it, the frame cannot
+//! be taken back, so the write end is released (the peer sees a torn frame
+//! and the end of the stream) instead of waiting on. Waiting for another
+//! thread's frame to finish counts against the deadline too. `O_NONBLOCK`, which
 //! would change stdin/stdout for every process sharing them, is never set.
 //! On other streams (sockets, ttys) waiting means `POLLOUT`.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use courier_transport::{TransportError, Wait};
@@ -68,7 +71,7 @@ impl Writer {
     pub(crate) fn shut_down(&self) -> io::Result<()> {
         let _turn = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.shut.swap(true, Ordering::AcqRel) {
-            courier_transport::pipe::detach(self.fd())?;
+            courier_transport::pipe::detach(&self.fd)?;
         }
         Ok(())
     }
@@ -95,7 +98,7 @@ impl Writer {
             .to_le_bytes();
         // A panic in another writer cannot have left a frame half written
         // that this one could fix: the lock guards no data.
-        let _turn = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = self.lock_within(wait)?;
         if self.shut.load(Ordering::Acquire) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
@@ -129,6 +132,8 @@ impl Writer {
             return write_all(self.fd(), slices);
         };
         if total > PIPE_BUF {
+            // The pipe's size may have changed (the peer shares it).
+            let capacity = crate::capacity::get(self.fd()).unwrap_or(capacity);
             // How many of the pipe's pages the bytes queued occupy is not
             // knowable (the kernel starts a new page for a write whose tail
             // does not fit the last one), so a larger frame is only started
@@ -145,7 +150,10 @@ impl Writer {
                 };
             }
             self.wait_until(wait, |queued| queued == 0)?;
-            return write_all(self.fd(), slices);
+            if total <= capacity {
+                return write_all(self.fd(), slices); // fits whole: no wait
+            }
+            return self.write_all_until(slices, wait);
         }
         loop {
             // Up to PIPE_BUF bytes take at most one new page, and POLLOUT
@@ -171,6 +179,53 @@ impl Writer {
                 return Err(not_ready(wait));
             }
         }
+    }
+
+    /// Takes this end's turn to write, waiting no longer than `wait`.
+    fn lock_within(&self, wait: Wait) -> io::Result<MutexGuard<'_, ()>> {
+        let mut step = Duration::from_micros(50);
+        loop {
+            match self.lock.try_lock() {
+                Ok(turn) => return Ok(turn),
+                // The lock guards no data: a panic elsewhere changes nothing.
+                Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            match wait {
+                Wait::Block => return Ok(self.lock.lock().unwrap_or_else(PoisonError::into_inner)),
+                Wait::Until(deadline) if Instant::now() < deadline => back_off(&mut step, wait),
+                _ => return Err(not_ready(wait)),
+            }
+        }
+    }
+
+    /// Writes a frame larger than the pipe, which the reader has to make
+    /// room for as it goes, until `wait`'s deadline. Should the deadline
+    /// pass inside the frame, the frame cannot be taken back: the write end
+    /// is released instead (the peer sees a torn frame and the end of the
+    /// stream, later sends fail), rather than waiting past the deadline
+    /// for a reader that may never read again.
+    fn write_all_until(&self, mut slices: &mut [IoSlice<'_>], wait: Wait) -> io::Result<()> {
+        while !slices.is_empty() {
+            match courier_transport::pipe::write_vectored_nowait(self.fd(), slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !ready(self.fd(), PollFlags::POLLOUT, wait)? {
+                        if !self.shut.swap(true, Ordering::AcqRel) {
+                            courier_transport::pipe::detach(&self.fd)?;
+                        }
+                        return Err(not_ready(wait));
+                    }
+                }
+                // An older kernel: no way to write without waiting.
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    return write_all(self.fd(), slices)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Waits under `wait` until `fits(queued bytes)` holds or the reader is

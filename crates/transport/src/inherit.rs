@@ -131,7 +131,11 @@ pub unsafe fn adopt_inherited_fd(
     // SAFETY: `raw` is open (checked above) and, by this function's
     // contract, owned by nothing else in the process.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    sys::set_cloexec(fd.as_fd())?;
+    if let Err(e) = sys::set_cloexec(fd.as_fd()) {
+        // Not adopted after all: leave it open, as it was.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        return Err(e);
+    }
     Ok(fd)
 }
 
@@ -194,6 +198,10 @@ pub unsafe fn adopt_inherited<K: Kind>(raw: RawFd) -> io::Result<Socket<K>> {
     };
     // SAFETY: this function's contract is adopt_inherited_fd's.
     let fd = unsafe { adopt_inherited_fd(raw, check) }?;
-    Socket::<K>::try_from(fd)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+    Socket::<K>::try_from(fd).map_err(|e| {
+        let message = e.to_string();
+        // Not adopted after all: leave it open, as it was.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(e.into_fd());
+        io::Error::new(io::ErrorKind::InvalidInput, message)
+    })
 }

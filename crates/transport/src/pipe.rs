@@ -3,7 +3,7 @@
 //! SIGPIPE.
 
 use std::io::{self, IoSlice};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::sys;
 
@@ -85,16 +85,16 @@ fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::
     result
 }
 
-/// Points fd `fd` at `/dev/null` (close-on-exec), releasing this
-/// process's reference to whatever it was: for a pipe end, the same as
-/// closing it, for the peer's end of stream or `EPIPE`, while the fd number
-/// stays valid for anyone who borrowed it (closing it could not promise
-/// that). The caller must own `fd`, and then owns `/dev/null` there.
+/// Points `fd`'s number at `/dev/null` (close-on-exec), releasing the open
+/// file it named: for a pipe end, the same as closing it (the peer sees end
+/// of stream, or `EPIPE`), while the number stays valid for anyone who
+/// borrowed it, which closing could not promise. Taking `&OwnedFd` means
+/// only the owner can do this.
 ///
 /// # Errors
 ///
 /// When `/dev/null` cannot be opened or `dup3` fails.
-pub fn detach(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub fn detach(fd: &OwnedFd) -> io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;
-    sys::dup_over(std::os::fd::AsFd::as_fd(&null), fd)
+    sys::dup_over(null.as_fd(), fd)
 }

@@ -276,11 +276,11 @@ pub(crate) fn clear_cloexec_in_child(raw: std::os::fd::RawFd) -> io::Result<()> 
 /// dup3(2) of `from` onto the fd number of `onto`, close-on-exec: the open
 /// file `onto` named is released, its number now names `from`'s.
 #[allow(unsafe_code)]
-pub(crate) fn dup_over(from: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn dup_over(from: BorrowedFd<'_>, onto: &OwnedFd) -> io::Result<()> {
     loop {
-        // SAFETY: dup3 takes two fd numbers and a flag; both are open (they
-        // are borrowed), and replacing `onto` is what the caller, its
-        // owner, asked for.
+        // SAFETY: dup3 takes two fd numbers and a flag; both are open, and
+        // `onto` is owned by the caller, whose OwnedFd keeps owning the
+        // number, now naming a duplicate of `from`.
         let ret = unsafe { libc::dup3(from.as_raw_fd(), onto.as_raw_fd(), libc::O_CLOEXEC) };
         match Errno::result(ret) {
             Err(Errno::EINTR | Errno::EBUSY) => continue,
