@@ -12,13 +12,13 @@
 
 #[path = "../crates/transport/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Guard, CHILD_TIMEOUT};
@@ -30,6 +30,10 @@ use courier::{
 };
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
+use support::{
+    assert_reaped, collect_lines, fdinfo_flags, lines_of, panic_text, say, wait_line, wait_within,
+    with_stdout_pipe,
+};
 
 // ---- messages -------------------------------------------------------------
 
@@ -122,14 +126,6 @@ const FDS_ENV: &str = "COURIER_TEST_FDS";
 /// The fds inherited by the whole test run (see [`ambient_fds`]).
 const AMBIENT_ENV: &str = "COURIER_TEST_AMBIENT";
 
-/// Writes one marker line to stdout at once (libtest prints its own lines
-/// there too, so the parent looks for the marker).
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("write to stdout");
-    out.flush().expect("flush stdout");
-}
-
 /// The `/proc` link of fd number `raw` of this process, if open.
 fn link_of_raw(raw: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/self/fd/{raw}"))
@@ -140,17 +136,6 @@ fn link_of_raw(raw: i32) -> Option<String> {
 /// The `/proc` link of an fd of this process.
 fn link_of(fd: impl AsFd) -> String {
     link_of_raw(fd.as_fd().as_raw_fd()).expect("open fd")
-}
-
-/// The `flags:` of fd number `raw` from `/proc/self/fdinfo` (octal open
-/// flags, with O_CLOEXEC standing for FD_CLOEXEC); `None` when not open.
-fn fdinfo_flags(raw: i32) -> Option<u32> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).ok()?;
-    let flags = info
-        .lines()
-        .find_map(|l| l.strip_prefix("flags:"))
-        .expect("flags line in fdinfo");
-    Some(u32::from_str_radix(flags.trim(), 8).expect("octal flags"))
 }
 
 const O_CLOEXEC: u32 = 0o2_000_000;
@@ -689,64 +674,6 @@ fn pipe_refuse() {
 
 // ---- parent-side helpers ------------------------------------------------
 
-/// Lines of `reader`, read by a helper thread, for bounded waits.
-fn lines_of(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits (bounded) for a line starting with `prefix`; returns the rest.
-fn wait_line(lines: &mpsc::Receiver<String>, prefix: &str, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    return Some(rest.trim().to_owned());
-                }
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
-/// Every line until end of file (bounded).
-fn collect_lines(lines: &mpsc::Receiver<String>, timeout: Duration) -> Vec<String> {
-    let deadline = Instant::now() + timeout;
-    let mut all = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => all.push(line),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return all,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no end of file within {timeout:?}"),
-        }
-    }
-}
-
-/// Waits for `child` at most `timeout`.
-fn wait_within(child: &mut Guard, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// Receives the next response, or explains the child's failure.
 fn recv_from(ep: &ParentEnd, child: &mut Guard) -> Response {
     match ep.recv_timeout(CHILD_TIMEOUT) {
@@ -756,23 +683,6 @@ fn recv_from(ep: &ParentEnd, child: &mut Guard) -> Response {
             panic!("no response ({e:?}); child status {status:?}")
         }
     }
-}
-
-/// Asserts that process `pid` (a child a spawn gave up on) has been
-/// reaped: no `/proc` entry, or (the pid reused since) not a child of ours.
-fn assert_reaped(pid: u32) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return;
-    };
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 1..];
-    let mut fields = after_comm.split_whitespace();
-    let state = fields.next().expect("state");
-    let ppid: u32 = fields.next().expect("ppid").parse().expect("ppid number");
-    assert_ne!(
-        ppid,
-        std::process::id(),
-        "child {pid} was not reaped: still our child, state {state}"
-    );
 }
 
 /// A spawned child's parts, the child guarded.
@@ -830,22 +740,6 @@ fn send_until_disconnected<T>(what: &str, mut send: impl FnMut() -> Result<(), S
             }
         }
     }
-}
-
-/// A command whose stdout goes to a pipe we read, and the read side.
-fn with_stdout_pipe(cmd: &mut Command) -> mpsc::Receiver<String> {
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    cmd.stdout(writer);
-    lines_of(reader)
-}
-
-/// The message of a panic payload.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "non-text panic".into())
 }
 
 // ---- 1. a forced pipe spawn ------------------------------------------------

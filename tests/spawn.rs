@@ -10,12 +10,13 @@
 
 #[path = "../crates/transport/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,10 @@ use courier::{
     CHANNEL_ENV,
 };
 use serde::{Deserialize, Serialize};
+use support::{
+    assert_reaped, collect_lines, fdinfo_flags, lines_of, panic_text, say, wait_line, wait_within,
+    with_stdout_pipe,
+};
 
 // ---- messages ---------------------------------------------------------
 
@@ -98,14 +103,6 @@ const CASE_ENV: &str = "COURIER_TEST_CASE";
 /// checks that it got no channel instead of using one.
 const NO_CHANNEL_ENV: &str = "COURIER_TEST_NO_CHANNEL";
 
-/// Writes one marker line to stdout at once (libtest prints its own lines
-/// there too, so the parent looks for the marker).
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("write to stdout");
-    out.flush().expect("flush stdout");
-}
-
 /// The socket fds of this process, as (fd, `socket:[inode]`).
 fn socket_fds() -> Vec<(i32, String)> {
     common::fd_table()
@@ -131,17 +128,6 @@ fn channel_fd_from_env() -> i32 {
         .strip_prefix("seqpacket:")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{CHANNEL_ENV}={value:?} is not seqpacket:<n>"))
-}
-
-/// The `flags:` of fd number `raw` from `/proc/self/fdinfo` (octal open
-/// flags, with O_CLOEXEC standing for FD_CLOEXEC); `None` when not open.
-fn fdinfo_flags(raw: i32) -> Option<u32> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).ok()?;
-    let flags = info
-        .lines()
-        .find_map(|l| l.strip_prefix("flags:"))
-        .expect("flags line in fdinfo");
-    Some(u32::from_str_radix(flags.trim(), 8).expect("octal flags"))
 }
 
 const O_CLOEXEC: u32 = 0o2_000_000;
@@ -527,64 +513,6 @@ fn flood() {
 
 // ---- parent-side helpers ----------------------------------------------
 
-/// Lines of `reader`, read by a helper thread, for bounded waits.
-fn lines_of(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits (bounded) for a line starting with `prefix`; returns the rest.
-fn wait_line(lines: &mpsc::Receiver<String>, prefix: &str, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    return Some(rest.trim().to_owned());
-                }
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
-/// Every line until end of file (bounded).
-fn collect_lines(lines: &mpsc::Receiver<String>, timeout: Duration) -> Vec<String> {
-    let deadline = Instant::now() + timeout;
-    let mut all = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => all.push(line),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return all,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no end of file within {timeout:?}"),
-        }
-    }
-}
-
-/// Waits for `child` at most `timeout`.
-fn wait_within(child: &mut Guard, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// Receives the next response, or explains the child's failure.
 fn recv_from(ep: &ParentEnd, child: &mut Guard) -> Response {
     match ep.recv_timeout(CHILD_TIMEOUT) {
@@ -594,23 +522,6 @@ fn recv_from(ep: &ParentEnd, child: &mut Guard) -> Response {
             panic!("no response ({e:?}); child status {status:?}")
         }
     }
-}
-
-/// Asserts that process `pid` (a child spawn_endpoint gave up on) has been
-/// reaped: no `/proc` entry, or (the pid reused since) not a child of ours.
-fn assert_reaped(pid: u32) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return;
-    };
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 1..];
-    let mut fields = after_comm.split_whitespace();
-    let state = fields.next().expect("state");
-    let ppid: u32 = fields.next().expect("ppid").parse().expect("ppid number");
-    assert_ne!(
-        ppid,
-        std::process::id(),
-        "child {pid} was not reaped: still our child, state {state}"
-    );
 }
 
 /// A spawned child's parts, the child guarded.
@@ -785,13 +696,6 @@ fn from_env_refuses_what_is_not_an_inherited_seqpacket_socket() {
 }
 
 // ---- 4. handshake failures at spawn --------------------------------------
-
-/// A command whose stdout goes to a pipe we read, and the read side.
-fn with_stdout_pipe(cmd: &mut Command) -> mpsc::Receiver<String> {
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    cmd.stdout(writer);
-    lines_of(reader)
-}
 
 /// Catches: a mismatch that goes unnoticed or loses the versions from its
 /// message, and a failed child left running or unreaped.
@@ -1059,15 +963,6 @@ fn inheritance_is_race_free_while_other_threads_spawn() {
         "ran out of time"
     );
     assert!(probes > 0, "no unrelated process ran");
-}
-
-/// The message of a panic payload.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "non-text panic".into())
 }
 
 // ---- 6. end of stream despite a leaked copy --------------------------------

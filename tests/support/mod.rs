@@ -1,0 +1,126 @@
+//! Helpers shared by the facade's cross-process tests (`spawn.rs`,
+//! `fallback.rs`): reading a child's output with bounded waits, waiting for
+//! a child, and reading this process's fd flags. Each test file declares
+//! `mod common;` (the transport's helpers) before `mod support;`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, ExitStatus};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::Guard;
+
+/// Lines of `reader`, read by a helper thread, for bounded waits.
+pub fn lines_of(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (bounded) for a line starting with `prefix`; returns the rest.
+pub fn wait_line(
+    lines: &mpsc::Receiver<String>,
+    prefix: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return Some(rest.trim().to_owned());
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Every line until end of file (bounded).
+pub fn collect_lines(lines: &mpsc::Receiver<String>, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut all = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => all.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return all,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no end of file within {timeout:?}"),
+        }
+    }
+}
+
+/// Waits for `child` at most `timeout`.
+pub fn wait_within(child: &mut Guard, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Asserts that process `pid` (a child spawn_endpoint gave up on) has been
+/// reaped: no `/proc` entry, or (the pid reused since) not a child of ours.
+pub fn assert_reaped(pid: u32) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return;
+    };
+    let after_comm = &stat[stat.rfind(')').expect("comm") + 1..];
+    let mut fields = after_comm.split_whitespace();
+    let state = fields.next().expect("state");
+    let ppid: u32 = fields.next().expect("ppid").parse().expect("ppid number");
+    assert_ne!(
+        ppid,
+        std::process::id(),
+        "child {pid} was not reaped: still our child, state {state}"
+    );
+}
+
+/// A command whose stdout goes to a pipe we read, and the read side.
+pub fn with_stdout_pipe(cmd: &mut Command) -> mpsc::Receiver<String> {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    cmd.stdout(writer);
+    lines_of(reader)
+}
+
+/// Writes one marker line to stdout at once (libtest prints its own lines
+/// there too, so the parent looks for the marker).
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").expect("write to stdout");
+    out.flush().expect("flush stdout");
+}
+
+/// The `flags:` of fd number `raw` from `/proc/self/fdinfo` (octal open
+/// flags, with O_CLOEXEC standing for FD_CLOEXEC); `None` when not open.
+pub fn fdinfo_flags(raw: i32) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).ok()?;
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .expect("flags line in fdinfo");
+    Some(u32::from_str_radix(flags.trim(), 8).expect("octal flags"))
+}
+
+/// The message of a panic payload.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "non-text panic".into())
+}
