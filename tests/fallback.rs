@@ -18,7 +18,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Guard, CHILD_TIMEOUT};
@@ -31,8 +30,8 @@ use courier::{
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 use support::{
-    assert_reaped, collect_lines, fdinfo_flags, lines_of, panic_text, say, wait_line, wait_within,
-    with_stdout_pipe,
+    assert_reaped, collect_lines, fdinfo_flags, lines_of, panic_text, race_spawns, say, wait_line,
+    wait_within, with_stdout_pipe, Race,
 };
 
 // ---- messages -------------------------------------------------------------
@@ -1301,64 +1300,21 @@ fn pipe_round_trip(tag: u64) {
 #[test]
 fn pipe_inheritance_is_race_free_while_other_threads_spawn() {
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(60);
-    let stop = AtomicBool::new(false);
-    let (spawns, probes, leaks, failures) = std::thread::scope(|s| {
-        let couriers: Vec<_> = (0..COURIER_THREADS)
-            .map(|t| {
-                s.spawn(move || {
-                    let mut done = 0;
-                    for i in 0..SPAWNS_PER_THREAD {
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                        pipe_round_trip(t * 1000 + i);
-                        done += 1;
-                    }
-                    done
-                })
-            })
-            .collect();
-        let probers: Vec<_> = (0..2)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut count = 0u64;
-                    let mut leaks = Vec::new();
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                        let (env, leaked) = probe_with_sh();
-                        count += 1;
-                        if env != "unset" || !leaked.is_empty() {
-                            leaks.push(format!("env={env} fds={leaked:?}"));
-                        }
-                    }
-                    (count, leaks)
-                })
-            })
-            .collect();
-        let results: Vec<_> = couriers.into_iter().map(|h| h.join()).collect();
-        stop.store(true, Ordering::SeqCst);
-        let probed: Vec<_> = probers.into_iter().map(|h| h.join()).collect();
-        let mut spawns = 0u64;
-        let mut failures = Vec::new();
-        for r in results {
-            match r {
-                Ok(n) => spawns += n,
-                Err(panic) => failures.push(panic_text(&*panic)),
-            }
-        }
-        let mut probes = 0;
-        let mut leaks = Vec::new();
-        for p in probed {
-            match p {
-                Ok((n, l)) => {
-                    probes += n;
-                    leaks.extend(l);
-                }
-                Err(panic) => failures.push(panic_text(&*panic)),
-            }
-        }
-        (spawns, probes, leaks, failures)
-    });
+    let Race {
+        spawns,
+        probes,
+        leaks,
+        failures,
+    } = race_spawns(
+        COURIER_THREADS,
+        SPAWNS_PER_THREAD,
+        Duration::from_secs(60),
+        pipe_round_trip,
+        || {
+            let (env, leaked) = probe_with_sh();
+            (env != "unset" || !leaked.is_empty()).then(|| format!("env={env} leaked={leaked:?}"))
+        },
+    );
     eprintln!(
         "pipe race test: {spawns} pipe spawn round trips, {probes} unrelated processes \
          ({} saw a channel), {} failed threads, {:?}",

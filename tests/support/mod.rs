@@ -124,3 +124,87 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "non-text panic".into())
 }
+
+/// What [`race_spawns`] saw.
+pub struct Race {
+    /// Round trips completed.
+    pub spawns: u64,
+    /// Unrelated processes started.
+    pub probes: u64,
+    /// What probes reported holding (should be nothing).
+    pub leaks: Vec<String>,
+    /// Panics of the spawning and probing threads.
+    pub failures: Vec<String>,
+}
+
+/// Runs `threads` threads each doing `per_thread` `round_trip(tag)`s, while
+/// two threads keep starting unrelated processes with `probe` (which
+/// returns what such a process saw that it should not have), until the
+/// round trips are done or `limit` has passed.
+pub fn race_spawns(
+    threads: u64,
+    per_thread: u64,
+    limit: Duration,
+    round_trip: impl Fn(u64) + Sync,
+    probe: impl Fn() -> Option<String> + Sync,
+) -> Race {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let deadline = Instant::now() + limit;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let couriers: Vec<_> = (0..threads)
+            .map(|t| {
+                let round_trip = &round_trip;
+                s.spawn(move || {
+                    let mut done = 0;
+                    for i in 0..per_thread {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        round_trip(t * 1000 + i);
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let probers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut count = 0u64;
+                    let mut leaks = Vec::new();
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        count += 1;
+                        leaks.extend(probe());
+                    }
+                    (count, leaks)
+                })
+            })
+            .collect();
+        let results: Vec<_> = couriers.into_iter().map(|h| h.join()).collect();
+        stop.store(true, Ordering::SeqCst);
+        let probed: Vec<_> = probers.into_iter().map(|h| h.join()).collect();
+        let mut race = Race {
+            spawns: 0,
+            probes: 0,
+            leaks: Vec::new(),
+            failures: Vec::new(),
+        };
+        for r in results {
+            match r {
+                Ok(n) => race.spawns += n,
+                Err(panic) => race.failures.push(panic_text(&*panic)),
+            }
+        }
+        for p in probed {
+            match p {
+                Ok((n, l)) => {
+                    race.probes += n;
+                    race.leaks.extend(l);
+                }
+                Err(panic) => race.failures.push(panic_text(&*panic)),
+            }
+        }
+        race
+    })
+}
