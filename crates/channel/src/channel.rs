@@ -104,6 +104,33 @@ impl<T: Serialize> Sender<T> {
             })
     }
 
+    /// Sends `*value` and leaves it with the caller, so a large value can
+    /// be sent again without being rebuilt (the fds it holds are
+    /// duplicated into the message, as for every send).
+    ///
+    /// ```
+    /// let (tx, rx) = courier_channel::channel::<courier_channel::Bytes>()?;
+    /// let block = courier_channel::Bytes::from(vec![1u8; 4096]);
+    /// tx.send_ref(&block).unwrap();
+    /// tx.send_ref(&block).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), block);
+    /// assert_eq!(rx.recv().unwrap(), block);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), with the reference handed back.
+    pub fn send_ref<'v>(&self, value: &'v T) -> Result<(), SendError<&'v T>> {
+        codec::send(&self.shared, value, Wait::Block).map_err(|fail| match fail {
+            SendFail::Disconnected => SendError::Disconnected(value),
+            SendFail::Failed(e) => SendError::Failed(value, e),
+            SendFail::Full | SendFail::Timeout => {
+                SendError::Failed(value, ChannelError::Io(io::ErrorKind::WouldBlock.into()))
+            }
+        })
+    }
+
     /// Sends `value` if there is room now.
     ///
     /// # Errors

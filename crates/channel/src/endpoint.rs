@@ -99,6 +99,15 @@ impl<S: Serialize, R: DeserializeOwned> Endpoint<S, R> {
         self.tx.send(value)
     }
 
+    /// As [`Sender::send_ref`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send_ref`].
+    pub fn send_ref<'v>(&self, value: &'v S) -> Result<(), SendError<&'v S>> {
+        self.tx.send_ref(value)
+    }
+
     /// As [`Sender::try_send`].
     ///
     /// # Errors
