@@ -223,7 +223,7 @@ impl<T> fmt::Debug for Sender<T> {
 /// boundaries, so the next frame starts clean.
 pub struct Receiver<T> {
     pub(crate) shared: Arc<Shared>,
-    state: RefCell<RecvState>,
+    pub(crate) state: RefCell<RecvState>,
     kind: PhantomData<fn() -> T>,
 }
 
@@ -233,9 +233,13 @@ impl<T: DeserializeOwned> Receiver<T> {
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self::from_parts(shared, RecvState::default())
+    }
+
+    pub(crate) fn from_parts(shared: Arc<Shared>, state: RecvState) -> Self {
         Receiver {
             shared,
-            state: RefCell::new(RecvState::default()),
+            state: RefCell::new(state),
             kind: PhantomData,
         }
     }

@@ -6,7 +6,7 @@ use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use courier_transport::{
     DatagramSocket, FrameTransport, SeqPacketSocket, TransportError, Wait, MAX_FDS,
@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::handshake::Hello;
+use crate::large::{self, RingSet, RingState};
 use crate::shm::{self, Mapping};
 use crate::wire::{BodyKind, Header, HEADER_LEN, MAX_INLINE_FRAME};
 use crate::{depth, fdtable, ChannelError, Config, FrameError};
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     /// Set once this link's fd has been put in a message: another process
     /// may own the socket now, so dropping this end shuts nothing down.
     travelled: AtomicBool,
+    /// The shared ring of large bodies (socket links with a ring allowed).
+    pub(crate) ring: Option<Mutex<RingState>>,
 }
 
 impl Shared {
@@ -65,12 +68,15 @@ impl Shared {
                 Link::Other(_) => Ok(false),
             };
         }
+        let ring = (link.transport().supports_fds() && config.get_shared_ring() > 0)
+            .then(|| Mutex::new(RingState::default()));
         Arc::new(Shared {
             link,
             config,
             peer,
             senders: AtomicUsize::new(0),
             travelled: AtomicBool::new(false),
+            ring,
         })
     }
 
@@ -141,9 +147,9 @@ pub(crate) enum RecvFail {
 
 /// The encoding scratch of this thread, reused across sends.
 #[derive(Default)]
-struct Scratch {
-    bytes: Vec<u8>,
-    fds: Vec<OwnedFd>,
+pub(crate) struct Scratch {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 /// Encoding buffers up to this size are kept for the thread's next send;
@@ -176,75 +182,156 @@ fn encode_and_send<T: Serialize>(
     wait: Wait,
     scratch: &mut Scratch,
 ) -> Result<(), SendFail> {
-    let failed = |e| SendFail::Failed(e);
-    let mut bytes = std::mem::take(&mut scratch.bytes);
+    let (limit, peer_takes_fds) = shared.peer_terms();
+    let transport = shared.link.transport();
+    let shared_memory = peer_takes_fds && transport.supports_fds();
+    // Values that may go through shared memory are encoded here only up to
+    // the inline threshold: past it, the body is encoded where it goes.
+    let cap = if shared_memory {
+        HEADER_LEN + shared.config.get_inline_threshold()
+    } else {
+        usize::MAX
+    };
+    let Scratch { bytes, fds } = scratch;
     bytes.clear();
     bytes.resize(HEADER_LEN, 0);
-    let encoded = fdtable::encoding(&mut scratch.fds, || postcard::to_extend(value, bytes));
-    scratch.bytes = encoded.map_err(|e| failed(ChannelError::Encode(e)))?;
-    let bytes = &mut scratch.bytes;
-    let body_len = bytes.len() - HEADER_LEN;
-    let (limit, peer_takes_fds) = shared.peer_terms();
-    if body_len > limit {
-        return Err(failed(ChannelError::TooLarge {
-            size: body_len,
-            limit,
-        }));
+    let encoded = fdtable::encoding(fds, || {
+        postcard::serialize_with_flavor(value, Capped { out: bytes, cap })
+    });
+    match encoded {
+        Ok(()) => {}
+        Err(postcard::Error::SerializeBufferFull) if shared_memory => {
+            fds.clear();
+            return send_large(shared, value, wait, scratch, limit);
+        }
+        Err(e) => return Err(SendFail::Failed(ChannelError::Encode(e))),
     }
-    let transport = shared.link.transport();
-    let fd_count = scratch.fds.len();
+    let body_len = bytes.len() - HEADER_LEN;
+    if body_len > limit {
+        return Err(too_large(body_len, limit));
+    }
+    let fd_count = fds.len();
     if fd_count > 0 && !transport.supports_fds() {
-        return Err(failed(ChannelError::FdsUnsupported { count: fd_count }));
+        return Err(SendFail::Failed(ChannelError::FdsUnsupported {
+            count: fd_count,
+        }));
     }
     if fd_count > 0 && !peer_takes_fds {
-        return Err(failed(ChannelError::FdsRefused { count: fd_count }));
-    }
-    let kind = if body_len <= shared.config.get_inline_threshold()
-        || !peer_takes_fds
-        || !transport.supports_fds()
-    {
-        BodyKind::Inline
-    } else {
-        BodyKind::SharedMemory
-    };
-    let max = if kind == BodyKind::Inline {
-        MAX_FDS
-    } else {
-        MAX_FDS - 1
-    };
-    if fd_count > max {
-        return Err(failed(ChannelError::TooManyFds {
+        return Err(SendFail::Failed(ChannelError::FdsRefused {
             count: fd_count,
-            max,
         }));
     }
+    check_fds(fd_count, MAX_FDS)?;
     Header {
-        kind,
+        kind: BodyKind::Inline,
         fd_count,
         body_len: body_len as u64,
+        ring: None,
     }
     .write(&mut bytes[..HEADER_LEN]);
-    let sent = match kind {
-        BodyKind::Inline => {
-            let fds: Vec<BorrowedFd<'_>> = scratch.fds.iter().map(AsFd::as_fd).collect();
-            transport.send_frame(&[IoSlice::new(bytes)], &fds, wait)
-        }
-        BodyKind::SharedMemory => {
-            let memfd =
-                shm::create(&bytes[HEADER_LEN..]).map_err(|e| failed(ChannelError::Io(e)))?;
-            let fds: Vec<BorrowedFd<'_>> = scratch
-                .fds
-                .iter()
-                .map(AsFd::as_fd)
-                .chain([memfd.as_fd()])
-                .collect();
-            transport.send_frame(&[IoSlice::new(&bytes[..HEADER_LEN])], &fds, wait)
-        }
-    };
-    sent.map_err(send_fail)
+    let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    transport
+        .send_frame(&[IoSlice::new(bytes)], &fds, wait)
+        .map_err(send_fail)
 }
 
-fn send_fail(e: io::Error) -> SendFail {
+/// Sends a value above the inline threshold: through the ring, or in a
+/// sealed memfd of its own.
+fn send_large<T: Serialize>(
+    shared: &Shared,
+    value: &T,
+    wait: Wait,
+    scratch: &mut Scratch,
+    limit: usize,
+) -> Result<(), SendFail> {
+    let size = fdtable::sizing(|| {
+        postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+    })
+    .map_err(|e| SendFail::Failed(ChannelError::Encode(e)))?;
+    if size > limit {
+        return Err(too_large(size, limit));
+    }
+    if let Some(sent) = large::send_in_ring(shared, value, size, wait, scratch) {
+        return sent;
+    }
+    let Scratch { bytes, fds } = scratch;
+    bytes.clear();
+    bytes.resize(HEADER_LEN, 0);
+    let encoded = fdtable::encoding(fds, || {
+        postcard::serialize_with_flavor(
+            value,
+            Capped {
+                out: bytes,
+                cap: usize::MAX,
+            },
+        )
+    });
+    encoded.map_err(|e| SendFail::Failed(ChannelError::Encode(e)))?;
+    let body_len = bytes.len() - HEADER_LEN;
+    if body_len > limit {
+        return Err(too_large(body_len, limit));
+    }
+    check_fds(fds.len(), MAX_FDS - 1)?;
+    Header {
+        kind: BodyKind::SharedMemory,
+        fd_count: fds.len(),
+        body_len: body_len as u64,
+        ring: None,
+    }
+    .write(&mut bytes[..HEADER_LEN]);
+    let memfd =
+        shm::create(&bytes[HEADER_LEN..]).map_err(|e| SendFail::Failed(ChannelError::Io(e)))?;
+    let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).chain([memfd.as_fd()]).collect();
+    shared
+        .link
+        .transport()
+        .send_frame(&[IoSlice::new(&bytes[..HEADER_LEN])], &fds, wait)
+        .map_err(send_fail)
+}
+
+fn too_large(size: usize, limit: usize) -> SendFail {
+    SendFail::Failed(ChannelError::TooLarge { size, limit })
+}
+
+fn check_fds(count: usize, max: usize) -> Result<(), SendFail> {
+    if count > max {
+        return Err(SendFail::Failed(ChannelError::TooManyFds { count, max }));
+    }
+    Ok(())
+}
+
+/// A postcard output flavor that appends to a `Vec` and gives up with
+/// `SerializeBufferFull` once the output would pass `cap` bytes.
+struct Capped<'a> {
+    out: &'a mut Vec<u8>,
+    cap: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Capped<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        if self.out.len() >= self.cap {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.out.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > self.cap - self.out.len() {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.out.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn send_fail(e: io::Error) -> SendFail {
     match e.kind() {
         io::ErrorKind::WouldBlock => SendFail::Full,
         io::ErrorKind::TimedOut => SendFail::Timeout,
@@ -262,6 +349,7 @@ pub(crate) struct RecvState {
     frame: Vec<u8>,
     fds: Vec<OwnedFd>,
     table: Vec<Option<OwnedFd>>,
+    pub(crate) rings: RingSet,
 }
 
 /// Receives one frame under `wait` and decodes it as a `T`.
@@ -307,6 +395,7 @@ pub(crate) fn recv<T: DeserializeOwned>(
         &state.frame[..len],
         &mut state.fds,
         &mut state.table,
+        &mut state.rings,
         shared.config.get_limit(),
     );
     state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
@@ -318,12 +407,23 @@ pub(crate) fn decode<T: DeserializeOwned>(
     frame: &[u8],
     fds: &mut Vec<OwnedFd>,
     table: &mut Vec<Option<OwnedFd>>,
+    rings: &mut RingSet,
     limit: usize,
 ) -> Result<T, ChannelError> {
     let header = Header::parse(frame, fds.len(), limit)?;
+    if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
+        let attached = if r.attached { fds.pop() } else { None };
+        let ring = rings.ring_for(r, attached)?;
+        let body = ring.body(r.start, header.body_len)?;
+        table.clear();
+        table.extend(fds.drain(..).map(Some));
+        let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(body));
+        // Read (or refused) either way: the space goes back to the sender.
+        ring.release(r.start + header.body_len);
+        return finish(decoded, violation);
+    }
     let mapping;
     let body = match header.kind {
-        BodyKind::Inline => &frame[HEADER_LEN..],
         BodyKind::SharedMemory => {
             let memfd = fds.pop().ok_or(FrameError::FdCountMismatch {
                 declared: 1,
@@ -332,10 +432,19 @@ pub(crate) fn decode<T: DeserializeOwned>(
             mapping = Mapping::new(&memfd, header.body_len as usize)?;
             mapping.as_slice()
         }
+        _ => &frame[HEADER_LEN..],
     };
     table.clear();
     table.extend(fds.drain(..).map(Some));
     let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
+    finish(decoded.map(|(value, rest)| (value, rest.len())), violation)
+}
+
+/// The value of a decode, or why there is none.
+fn finish<T>(
+    decoded: Result<(T, usize), Option<postcard::Error>>,
+    violation: Option<ChannelError>,
+) -> Result<T, ChannelError> {
     if let Some(violation) = violation {
         return Err(violation); // a decoded value is dropped here, closing its fds
     }
@@ -346,8 +455,8 @@ pub(crate) fn decode<T: DeserializeOwned>(
         }
         .into(),
     })?;
-    if !rest.is_empty() {
-        return Err(FrameError::TrailingBytes { count: rest.len() }.into());
+    if rest > 0 {
+        return Err(FrameError::TrailingBytes { count: rest }.into());
     }
     Ok(value)
 }

@@ -30,6 +30,7 @@ use crate::{Endpoint, Receiver, Sender};
 pub struct Config {
     limit: usize,
     inline_threshold: usize,
+    ring: usize,
     datagram: bool,
     accept_fds: bool,
     protocol: &'static str,
@@ -42,6 +43,7 @@ impl Default for Config {
         Config {
             limit: Config::DEFAULT_LIMIT,
             inline_threshold: Config::DEFAULT_INLINE_THRESHOLD,
+            ring: Config::DEFAULT_RING,
             datagram: false,
             accept_fds: true,
             protocol: "",
@@ -57,6 +59,8 @@ impl Config {
     /// Encoded values up to this size travel inside the frame; larger ones
     /// in a sealed memfd. Chosen from measurements, see the crate docs.
     pub const DEFAULT_INLINE_THRESHOLD: usize = 64 << 10;
+    /// The default [`shared_ring`](Self::shared_ring) size cap: 64 MiB.
+    pub const DEFAULT_RING: usize = crate::ring::MAX_RING;
     /// The largest inline threshold: what every receiver is ready for.
     pub const MAX_INLINE_THRESHOLD: usize = MAX_INLINE_FRAME - HEADER_LEN;
     /// How long a handshake may take by default before the peer is dropped.
@@ -92,6 +96,30 @@ impl Config {
     /// The inline threshold set.
     pub fn get_inline_threshold(&self) -> usize {
         self.inline_threshold
+    }
+
+    /// The most memory a sending end's shared ring may use (at most, and by
+    /// default, [`DEFAULT_RING`](Self::DEFAULT_RING)); 0 turns the ring off.
+    ///
+    /// Over a socket, a value larger than the inline threshold is encoded
+    /// straight into a shared memory ring that the sending end makes on
+    /// its first such value and reuses; the frame only says where the body
+    /// is, and the receiver decodes straight out of it. The ring is four
+    /// times the largest value sent so far (at least 4 MiB), up to this
+    /// cap, and its pages stay allocated while the sending end lives.
+    /// Values larger than half the cap, and values sent while the ring is
+    /// full for longer than a few milliseconds, travel in a sealed memfd of
+    /// their own instead (slower: pages are allocated and mapped for each).
+    pub fn shared_ring(self, bytes: usize) -> Self {
+        Config {
+            ring: bytes.min(Self::DEFAULT_RING),
+            ..self
+        }
+    }
+
+    /// The shared ring cap set.
+    pub fn get_shared_ring(&self) -> usize {
+        self.ring
     }
 
     /// Use a `SOCK_DGRAM` socketpair instead of `SOCK_SEQPACKET`. A DGRAM

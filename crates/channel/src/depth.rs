@@ -9,11 +9,17 @@
 //! (option, newtype, sequence, tuple, map, struct, enum). When the budget is
 //! spent, decoding fails with an error instead of recursing further.
 
+use std::cell::{Cell, OnceCell};
 use std::fmt;
+
+use postcard::de_flavors::Flavor;
 
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
+
+use crate::ring::SharedBody;
+use crate::ringread::{Handoff, Owned, RingFlavor};
 
 /// Container levels a received value may nest. Deep enough for any
 /// reasonable message (a struct in a Vec in an Option in an enum is four);
@@ -26,12 +32,31 @@ pub const MAX_DEPTH: usize = 128;
 pub(crate) fn decode<'de, T: de::Deserialize<'de>>(
     body: &'de [u8],
 ) -> Result<(T, &'de [u8]), Option<postcard::Error>> {
-    let mut de = postcard::Deserializer::from_bytes(body);
-    let hit = std::cell::Cell::new(false);
+    limited(postcard::Deserializer::from_bytes(body), None)
+}
+
+/// Decodes `T` from a body in ring memory, copying each byte out once (see
+/// [`ringread`](crate::ringread)). Returns the value and the number of
+/// bytes after it.
+pub(crate) fn decode_ring<T: de::DeserializeOwned>(
+    body: SharedBody<'_>,
+) -> Result<(T, usize), Option<postcard::Error>> {
+    let snapshot = OnceCell::new();
+    let handoff = Handoff::default();
+    let flavor = RingFlavor::new(body, &snapshot, &handoff);
+    limited(postcard::Deserializer::from_flavor(flavor), Some(&handoff))
+}
+
+fn limited<'de, T: de::Deserialize<'de>, F: Flavor<'de>>(
+    mut de: postcard::Deserializer<'de, F>,
+    handoff: Option<&Handoff>,
+) -> Result<(T, F::Remainder), Option<postcard::Error>> {
+    let hit = Cell::new(false);
     let value = T::deserialize(Limited {
         inner: &mut de,
         left: MAX_DEPTH,
         hit: &hit,
+        handoff,
     });
     match value {
         Ok(value) => Ok((value, de.finalize().map_err(Some)?)),
@@ -44,7 +69,9 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(
 struct Limited<'h, X> {
     inner: X,
     left: usize,
-    hit: &'h std::cell::Cell<bool>,
+    hit: &'h Cell<bool>,
+    /// Set when decoding from ring memory.
+    handoff: Option<&'h Handoff>,
 }
 
 impl<'h, X> Limited<'h, X> {
@@ -53,6 +80,7 @@ impl<'h, X> Limited<'h, X> {
             inner,
             left: self.left,
             hit: self.hit,
+            handoff: self.handoff,
         }
     }
 
@@ -63,6 +91,7 @@ impl<'h, X> Limited<'h, X> {
                 inner,
                 left,
                 hit: self.hit,
+                handoff: self.handoff,
             }),
             None => {
                 self.hit.set(true);
@@ -88,13 +117,39 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         deserialize_any(); deserialize_bool(); deserialize_i8(); deserialize_i16(); deserialize_i32();
         deserialize_i64(); deserialize_i128(); deserialize_u8(); deserialize_u16(); deserialize_u32();
         deserialize_u64(); deserialize_u128(); deserialize_f32(); deserialize_f64(); deserialize_char();
-        deserialize_str(); deserialize_string(); deserialize_bytes(); deserialize_byte_buf();
+        deserialize_str(); deserialize_bytes();
         deserialize_option(); deserialize_unit(); deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str); deserialize_seq(); deserialize_tuple(len: usize);
         deserialize_tuple_struct(name: &'static str, len: usize); deserialize_map();
         deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier(); deserialize_ignored_any();
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        let visitor = self.wrap(visitor);
+        match self.handoff {
+            Some(handoff) => handoff.armed(|| {
+                self.inner.deserialize_string(Owned {
+                    inner: visitor,
+                    handoff,
+                })
+            }),
+            None => self.inner.deserialize_string(visitor),
+        }
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        let visitor = self.wrap(visitor);
+        match self.handoff {
+            Some(handoff) => handoff.armed(|| {
+                self.inner.deserialize_byte_buf(Owned {
+                    inner: visitor,
+                    handoff,
+                })
+            }),
+            None => self.inner.deserialize_byte_buf(visitor),
+        }
     }
 
     fn is_human_readable(&self) -> bool {
@@ -212,7 +267,7 @@ impl<'h, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Limited<'h, A> {
         self,
         seed: T,
     ) -> Result<(T::Value, Self::Variant), A::Error> {
-        let (left, hit) = (self.left, self.hit);
+        let (left, hit, handoff) = (self.left, self.hit, self.handoff);
         let seed = self.wrap(seed);
         let (value, variant) = self.inner.variant_seed(seed)?;
         Ok((
@@ -221,6 +276,7 @@ impl<'h, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Limited<'h, A> {
                 inner: variant,
                 left,
                 hit,
+                handoff,
             },
         ))
     }

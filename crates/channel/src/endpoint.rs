@@ -10,7 +10,7 @@ use courier_transport::{FrameTransport, SeqPacketSocket};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{Link, Shared};
+use crate::codec::{Link, RecvState, Shared};
 use crate::{
     Config, Iter, Receiver, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender,
     TryRecvError, TrySendError,
@@ -61,9 +61,13 @@ impl<S: Serialize, R: DeserializeOwned> Endpoint<S, R> {
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self::from_parts(shared, RecvState::default())
+    }
+
+    pub(crate) fn from_parts(shared: Arc<Shared>, state: RecvState) -> Self {
         Endpoint {
             tx: Sender::from_shared(Arc::clone(&shared)),
-            rx: Receiver::from_shared(shared),
+            rx: Receiver::from_parts(shared, state),
         }
     }
 

@@ -15,8 +15,15 @@ use std::thread::LocalKey;
 use crate::{ChannelError, FrameError};
 
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Incoming>> = const { RefCell::new(None) };
+}
+
+/// The table of a message being encoded, or, while only its size is
+/// measured, the number of fds it would hold.
+enum Outgoing {
+    Collect(Vec<OwnedFd>),
+    Count(u32),
 }
 
 /// The table of a message being decoded, and the first violation seen.
@@ -55,9 +62,17 @@ fn scoped<T: 'static, R>(
 
 /// Runs `encode` with `fds` as the outgoing table; fd fields append to it.
 pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) -> R {
-    let (mine, result) = scoped(&OUTGOING, std::mem::take(fds), encode);
-    *fds = mine.unwrap_or_default();
+    let (mine, result) = scoped(&OUTGOING, Outgoing::Collect(std::mem::take(fds)), encode);
+    if let Some(Outgoing::Collect(table)) = mine {
+        *fds = table;
+    }
     result
+}
+
+/// Runs `measure` (an encoding whose output is only counted) with a table
+/// that numbers fd fields without duplicating them.
+pub(crate) fn sizing<R>(measure: impl FnOnce() -> R) -> R {
+    scoped(&OUTGOING, Outgoing::Count(0), measure).1
 }
 
 /// Records a copy of `fd` (`F_DUPFD_CLOEXEC`) in the outgoing table and
@@ -66,12 +81,16 @@ pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) ->
 /// `Serialize` impl handed over a temporary that has been closed since.
 pub(crate) fn push(fd: BorrowedFd<'_>) -> Result<u32, String> {
     OUTGOING.with(|t| match t.borrow_mut().as_mut() {
-        Some(fds) => {
+        Some(Outgoing::Collect(fds)) => {
             fds.push(
                 fd.try_clone_to_owned()
                     .map_err(|e| format!("could not duplicate a file descriptor: {e}"))?,
             );
             Ok((fds.len() - 1) as u32)
+        }
+        Some(Outgoing::Count(count)) => {
+            *count += 1;
+            Ok(*count - 1)
         }
         None => Err("file descriptors can only be serialized by a courier channel".into()),
     })

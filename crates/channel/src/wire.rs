@@ -4,11 +4,15 @@
 //! offset size field
 //!  0     2    magic       0x43 0x52 ("CR")
 //!  2     1    version     1
-//!  3     1    kind        0 = inline body follows, 1 = body in a sealed memfd
-//!  4     2    fd_count    user fds in the fd table (u16 LE), not counting the memfd
-//!  6     2    reserved    0
+//!  3     1    kind        0 = inline body follows, 1 = body in a sealed memfd,
+//!                          2 = body in the sender's shared ring
+//!  4     2    fd_count    user fds in the fd table (u16 LE), not counting a memfd
+//!  6     1    flags       kind 2: bit 0 = the ring's memfd is the frame's last fd;
+//!                          otherwise 0
+//!  7     1    reserved    0
 //!  8     8    body_len    body length in bytes (u64 LE)
-//! 16     ...  body        inline frames only: exactly body_len bytes of postcard
+//! 16     ...  body        kind 0: exactly body_len bytes of postcard
+//! 16     24   ring        kind 2: ring id, start position, retired ring id (u64 LE each)
 //! ```
 
 use crate::FrameError;
@@ -16,7 +20,7 @@ use crate::FrameError;
 /// The first two bytes of every frame.
 pub(crate) const MAGIC: [u8; 2] = *b"CR";
 /// The frame format version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 16;
 /// The largest inline frame (header and body) any courier peer sends, so
@@ -31,6 +35,24 @@ pub(crate) enum BodyKind {
     Inline,
     /// In a sealed memfd, the last fd of the frame.
     SharedMemory,
+    /// In the sender's shared ring, at the position the frame names.
+    Ring,
+}
+
+/// The size of a ring frame's fields after the header.
+pub(crate) const RING_FIELDS: usize = 24;
+
+/// Where a ring frame's body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RingRef {
+    /// The ring: its memfd's inode number.
+    pub(crate) id: u64,
+    /// The body's position in the ring's byte sequence.
+    pub(crate) start: u64,
+    /// A ring of the same sender that no later frame uses (0: none).
+    pub(crate) retire: u64,
+    /// Whether the ring's memfd is the frame's last fd.
+    pub(crate) attached: bool,
 }
 
 /// A parsed, sanity-checked header.
@@ -39,21 +61,31 @@ pub(crate) struct Header {
     pub(crate) kind: BodyKind,
     pub(crate) fd_count: usize,
     pub(crate) body_len: u64,
+    /// Kind [`BodyKind::Ring`] only.
+    pub(crate) ring: Option<RingRef>,
 }
 
 impl Header {
-    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`,
+    /// and a ring frame's fields into the [`RING_FIELDS`] after them.
     pub(crate) fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&MAGIC);
         out[2] = WIRE_VERSION;
         out[3] = match self.kind {
             BodyKind::Inline => 0,
             BodyKind::SharedMemory => 1,
+            BodyKind::Ring => 2,
         };
         // fd_count <= MAX_FDS (checked by the sender), so it fits in u16.
         out[4..6].copy_from_slice(&(self.fd_count as u16).to_le_bytes());
-        out[6..8].copy_from_slice(&[0, 0]);
+        out[6] = u8::from(self.ring.is_some_and(|r| r.attached));
+        out[7] = 0;
         out[8..16].copy_from_slice(&self.body_len.to_le_bytes());
+        if let Some(ring) = self.ring {
+            out[16..24].copy_from_slice(&ring.id.to_le_bytes());
+            out[24..32].copy_from_slice(&ring.start.to_le_bytes());
+            out[32..40].copy_from_slice(&ring.retire.to_le_bytes());
+        }
     }
 
     /// Parses and checks the header of a received frame of `frame.len()`
@@ -76,19 +108,43 @@ impl Header {
         let kind = match frame[3] {
             0 => BodyKind::Inline,
             1 => BodyKind::SharedMemory,
+            2 => BodyKind::Ring,
             other => return Err(FrameError::UnknownKind { found: other }),
         };
-        if frame[6..8] != [0, 0] {
+        let flags_allowed = if kind == BodyKind::Ring { 1 } else { 0 };
+        if frame[6] & !flags_allowed != 0 || frame[7] != 0 {
             return Err(FrameError::ReservedBitsSet);
         }
         let fd_count = usize::from(u16::from_le_bytes([frame[4], frame[5]]));
-        let body_len = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
+        let body_len = u64_at(frame, 8);
+        let carried = (frame.len() - HEADER_LEN) as u64;
+        let ring = match kind {
+            BodyKind::Ring if carried != RING_FIELDS as u64 => {
+                return Err(FrameError::BodyLengthMismatch {
+                    declared: RING_FIELDS as u64,
+                    actual: carried,
+                })
+            }
+            BodyKind::Ring => Some(RingRef {
+                id: u64_at(frame, 16),
+                start: u64_at(frame, 24),
+                retire: u64_at(frame, 32),
+                attached: frame[6] & 1 != 0,
+            }),
+            _ => None,
+        };
         let header = Header {
             kind,
             fd_count,
             body_len,
+            ring,
         };
-        let expected_fds = fd_count + usize::from(kind == BodyKind::SharedMemory);
+        let memfds = match kind {
+            BodyKind::Inline => 0,
+            BodyKind::SharedMemory => 1,
+            BodyKind::Ring => usize::from(ring.is_some_and(|r| r.attached)),
+        };
+        let expected_fds = fd_count + memfds;
         if fds != expected_fds {
             return Err(FrameError::FdCountMismatch {
                 declared: expected_fds,
@@ -101,7 +157,6 @@ impl Header {
                 limit,
             });
         }
-        let carried = (frame.len() - HEADER_LEN) as u64;
         match kind {
             BodyKind::Inline if carried != body_len => Err(FrameError::BodyLengthMismatch {
                 declared: body_len,
@@ -114,6 +169,12 @@ impl Header {
             _ => Ok(header),
         }
     }
+}
+
+fn u64_at(frame: &[u8], at: usize) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&frame[at..at + 8]);
+    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]
@@ -133,12 +194,14 @@ mod tests {
             kind: BodyKind::Inline,
             fd_count: 3,
             body_len: 5,
+            ring: None,
         };
         assert_eq!(Header::parse(&frame(h, b"hello"), 3, 1 << 20), Ok(h));
         let s = Header {
             kind: BodyKind::SharedMemory,
             fd_count: 0,
             body_len: 1 << 20,
+            ring: None,
         };
         assert_eq!(Header::parse(&frame(s, b""), 1, 1 << 20), Ok(s));
     }
@@ -149,6 +212,7 @@ mod tests {
             kind: BodyKind::Inline,
             fd_count: 1,
             body_len: 5,
+            ring: None,
         };
         let good = frame(h, b"hello");
         assert!(matches!(
@@ -182,6 +246,7 @@ mod tests {
             kind: BodyKind::SharedMemory,
             fd_count: 0,
             body_len: u64::MAX,
+            ring: None,
         };
         assert!(matches!(
             Header::parse(&frame(huge, b""), 1, 1 << 28),

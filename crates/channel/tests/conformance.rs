@@ -1071,7 +1071,7 @@ fn bad_header_fields<F: Flavor>() {
         let supported = WIRE_VERSION;
         cases.push((header, FrameError::UnsupportedVersion { found, supported }));
     }
-    for found in [2, 3, 128, 255] {
+    for found in [3, 4, 128, 255] {
         let header = RawHeader {
             kind: found,
             ..good

@@ -156,10 +156,10 @@ fn wrong_magic_is_refused() {
 
 #[test]
 fn wrong_version_is_refused() {
-    for found in [0, 2, 255] {
+    for found in [0, 1, courier_channel::WIRE_VERSION + 1, 255] {
         let expected = FrameError::UnsupportedVersion {
             found,
-            supported: 1,
+            supported: courier_channel::WIRE_VERSION,
         };
         spoiled_header("version", |h| h.version = found, expected);
     }
@@ -167,7 +167,7 @@ fn wrong_version_is_refused() {
 
 #[test]
 fn unknown_kind_is_refused() {
-    for found in [2, 3, 128, 255] {
+    for found in [3, 4, 128, 255] {
         spoiled_header(
             "kind",
             |h| h.kind = found,

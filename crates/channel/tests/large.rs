@@ -146,7 +146,9 @@ fn wire_kind(value: &Bytes) -> (u8, usize) {
 fn values_at_and_just_above_the_inline_threshold_round_trip() {
     with_fd_baseline("inline threshold", || {
         let threshold = Config::DEFAULT_INLINE_THRESHOLD;
-        for (body_len, kind, fds) in [(threshold, 0, 0), (threshold + 1, 1, 1)] {
+        // Above the threshold the body goes into the sender's shared ring;
+        // its first frame carries the ring's memfd.
+        for (body_len, kind, fds) in [(threshold, 0, 0), (threshold + 1, 2, 1)] {
             // A Bytes of n encodes as a 3-byte varint and n bytes here.
             let value = Bytes::from(pattern(body_len - 3));
             let encoded = postcard::to_allocvec(&value).expect("encode").len();
@@ -248,7 +250,9 @@ fn a_sender_limit_of_1_mib_refuses_2_mib() {
 fn a_receiver_with_a_smaller_limit_refuses_the_frame_and_stays_usable() {
     with_fd_baseline("receiver limit", || {
         let (a, b) = SeqPacketSocket::pair().expect("socketpair");
-        let tx = Sender::<Bytes>::from_socket(a, Config::new());
+        // A sender without a ring: every large value in a memfd of its own,
+        // so that the fd table must come back exactly.
+        let tx = Sender::<Bytes>::from_socket(a, Config::new().shared_ring(0));
         let rx = Receiver::<Bytes>::from_socket(b, Config::new().limit(MIB));
         let before = common::fd_table();
         for len in [2 * MIB, 64 * MIB] {
@@ -266,6 +270,36 @@ fn a_receiver_with_a_smaller_limit_refuses_the_frame_and_stays_usable() {
             }
             common::assert_fds_back(&before, "the refused frame's memfd");
         }
+        // Through the sender's shared ring: the frame that carries the
+        // ring's memfd is refused and the receiver closes its copy; only the
+        // sender's own ring fd stays open.
+        let (e, f) = SeqPacketSocket::pair().expect("socketpair");
+        let tx_ring = Sender::<Bytes>::from_socket(e, Config::new());
+        let rx_ring = Receiver::<Bytes>::from_socket(f, Config::new().limit(MIB));
+        let rings = || {
+            common::fd_table()
+                .values()
+                .filter(|p| p.to_string_lossy().contains("courier-ring"))
+                .count()
+        };
+        tx_ring
+            .send(Bytes::from(vec![7; 2 * MIB]))
+            .expect("ring send");
+        match rx_ring.recv_timeout(LARGE_TIMEOUT) {
+            Err(RecvTimeoutError::Failed(ChannelError::Frame(FrameError::TooLarge {
+                limit: MIB,
+                ..
+            }))) => {}
+            other => panic!("2 MiB through a ring past a 1 MiB receiver: got {other:?}"),
+        }
+        assert_eq!(rings(), 1, "the receiver kept a refused ring fd");
+        tx_ring
+            .send(Bytes::from(vec![8; MIB / 2]))
+            .expect("ring send");
+        let got = rx_ring.recv_timeout(LARGE_TIMEOUT).expect("the next value");
+        assert_eq!((got.len(), got[0]), (MIB / 2, 8));
+        assert_eq!(rings(), 2, "the receiver maps the ring once, with one fd");
+        drop((tx_ring, rx_ring));
         // An inline frame above a smaller receiver's limit is refused too.
         let (c, d) = SeqPacketSocket::pair().expect("socketpair");
         let tx_inline = Sender::<Bytes>::from_socket(c, Config::new());

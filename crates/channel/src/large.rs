@@ -1,0 +1,212 @@
+//! Where bodies above the inline threshold go: the sending end's shared
+//! ring when it has room, otherwise a sealed memfd of their own; and, on
+//! the receiving side, the rings a receiver has mapped.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use courier_transport::{Wait, MAX_FDS};
+use serde::Serialize;
+
+use crate::codec::{send_fail, Scratch, SendFail, Shared};
+use crate::ring::{Corrupt, RingRx, RingTx, MIN_RING};
+use crate::wire::{BodyKind, Header, RingRef, HEADER_LEN, RING_FIELDS};
+use crate::{fdtable, ChannelError, FrameError};
+
+/// How long a send that may wait waits for room in a full ring before its
+/// value takes a memfd of its own instead. Bounded, so that a thread that
+/// sends many large values before receiving any (from the same channel)
+/// never deadlocks on its own ring.
+const RING_WAIT: Duration = Duration::from_millis(10);
+
+/// Rings a receiver keeps mapped (one per sending process, normally one).
+const MAX_RINGS: usize = 4;
+
+/// A sending end's ring, behind the lock that keeps ring order equal to
+/// frame order.
+#[derive(Default)]
+pub(crate) struct RingState {
+    tx: Option<RingTx>,
+    /// A replaced ring the next frame tells the receiver to drop (0: none).
+    retire: u64,
+    /// Set when the receiver broke the protocol: no ring any more.
+    off: bool,
+}
+
+impl RingState {
+    /// Makes sure there is a ring for a body of `size` bytes: the current
+    /// one if the body is at most half of it, else a new one four times the
+    /// body, within `cap`. False when the body is too large for any.
+    fn ready(&mut self, size: usize, cap: usize) -> bool {
+        let fits = |ring: &RingTx| size <= ring.capacity() / 2;
+        if !self.tx.as_ref().is_some_and(fits) {
+            if size > cap / 2 {
+                return false;
+            }
+            let capacity = size
+                .saturating_mul(4)
+                .checked_next_power_of_two()
+                .unwrap_or(usize::MAX)
+                .clamp(MIN_RING.min(cap), cap);
+            let Ok(ring) = RingTx::create(capacity) else {
+                return false;
+            };
+            if let Some(old) = self.tx.replace(ring) {
+                self.retire = old.id();
+            }
+        }
+        true
+    }
+}
+
+fn lock(ring: &Mutex<RingState>, wait: Wait) -> Option<MutexGuard<'_, RingState>> {
+    match wait {
+        Wait::Block => Some(ring.lock().unwrap_or_else(|p| p.into_inner())),
+        // A bounded send does not queue behind another thread's send: its
+        // value takes the memfd path.
+        Wait::Never | Wait::Until(_) => match ring.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        },
+    }
+}
+
+/// Sends `value`, whose encoding is `size` bytes, through the ring. `None`
+/// when the ring cannot take it (none allowed, no room in time, the lock
+/// busy for a bounded send, an encoding that changed size): the caller
+/// then sends it in a memfd.
+pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
+    shared: &Shared,
+    value: &T,
+    size: usize,
+    wait: Wait,
+    scratch: &mut Scratch,
+) -> Option<Result<(), SendFail>> {
+    let mut guard = lock(shared.ring.as_ref()?, wait)?;
+    let state: &mut RingState = &mut guard;
+    if state.off || !state.ready(size, shared.config.get_shared_ring()) {
+        return None;
+    }
+    let ring = state.tx.as_mut()?;
+    let start = match place(ring, size as u64, wait) {
+        Ok(start) => start?,
+        Err(Corrupt) => {
+            state.tx = None;
+            state.off = true;
+            return None;
+        }
+    };
+    let Scratch { bytes, fds } = scratch;
+    let written = fdtable::encoding(fds, || {
+        postcard::serialize_with_flavor(value, ring.region(start, size))
+    });
+    if written != Ok(size) {
+        fds.clear();
+        return None;
+    }
+    let attached = !ring.acked();
+    let max = MAX_FDS - usize::from(attached);
+    if fds.len() > max {
+        return Some(Err(SendFail::Failed(ChannelError::TooManyFds {
+            count: fds.len(),
+            max,
+        })));
+    }
+    bytes.clear();
+    bytes.resize(HEADER_LEN + RING_FIELDS, 0);
+    Header {
+        kind: BodyKind::Ring,
+        fd_count: fds.len(),
+        body_len: size as u64,
+        ring: Some(RingRef {
+            id: ring.id(),
+            start,
+            retire: state.retire,
+            attached,
+        }),
+    }
+    .write(bytes);
+    let all: Vec<BorrowedFd<'_>> = fds
+        .iter()
+        .map(AsFd::as_fd)
+        .chain(attached.then(|| ring.fd()))
+        .collect();
+    let sent = shared
+        .link
+        .transport()
+        .send_frame(&[IoSlice::new(bytes)], &all, wait);
+    drop(all);
+    if sent.is_ok() {
+        ring.commit(start, size as u64);
+        state.retire = 0;
+    }
+    Some(sent.map_err(send_fail))
+}
+
+/// Where the body goes, waiting a little for room if the send may wait.
+fn place(ring: &RingTx, size: u64, wait: Wait) -> Result<Option<u64>, Corrupt> {
+    if let Some(start) = ring.place(size)? {
+        return Ok(Some(start));
+    }
+    let until = match wait {
+        Wait::Never => return Ok(None),
+        Wait::Block => Instant::now() + RING_WAIT,
+        Wait::Until(deadline) => deadline.min(Instant::now() + RING_WAIT),
+    };
+    if ring.wait_room(size, until)? {
+        ring.place(size)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The rings a receiver has mapped, most recently used last.
+#[derive(Default)]
+pub(crate) struct RingSet {
+    rings: Vec<RingRx>,
+}
+
+impl RingSet {
+    /// The ring a frame names: adopted from the fd it carries, or one
+    /// mapped before. A frame that retires a ring drops it here (every
+    /// frame using it came before).
+    pub(crate) fn ring_for(
+        &mut self,
+        r: RingRef,
+        attached: Option<std::os::fd::OwnedFd>,
+    ) -> Result<&RingRx, FrameError> {
+        if r.retire != 0 && r.retire != r.id {
+            self.rings.retain(|ring| ring.id() != r.retire);
+        }
+        let index = match self.rings.iter().position(|ring| ring.id() == r.id) {
+            Some(index) => index, // an fd sent again is closed on return
+            None => {
+                let fd = attached.ok_or(FrameError::BadSharedMemory {
+                    reason: "frame names a ring that was never sent",
+                })?;
+                let ring = RingRx::adopt(fd, r.id)?;
+                if self.rings.len() == MAX_RINGS {
+                    self.rings.remove(0).forget();
+                }
+                self.rings.push(ring);
+                self.rings.len() - 1
+            }
+        };
+        Ok(&self.rings[index])
+    }
+
+    /// The rings' ids and fds (for a receiver that travels).
+    pub(crate) fn rings(&self) -> impl Iterator<Item = (u64, BorrowedFd<'_>)> {
+        self.rings.iter().map(|ring| (ring.id(), ring.fd()))
+    }
+
+    /// Adds a ring that arrived with a travelling receiver.
+    pub(crate) fn insert(&mut self, ring: RingRx) {
+        if self.rings.len() < MAX_RINGS {
+            self.rings.push(ring);
+        }
+    }
+}

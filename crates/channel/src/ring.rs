@@ -1,0 +1,493 @@
+//! Large bodies through a shared ring that is set up once and reused.
+//!
+//! A fresh sealed memfd per value (see [`shm`](crate::shm)) costs a page
+//! allocation, a mapping and a page-table teardown per page of every value.
+//! A sending link instead keeps one memfd, mapped once on each side: the
+//! sender encodes a large value straight into it and sends a small frame
+//! naming where the body is; the receiver decodes straight out of it and
+//! then advances a counter in the ring's control page, which frees the
+//! space. That is one copy on each side, the least any path that leaves
+//! the receiver owning its bytes can do.
+//!
+//! The ring's memfd is sealed against shrinking and growing, so neither
+//! side's mapping can lose its pages (no SIGBUS). It is not sealed against
+//! writing: the sender must reuse it. The receiver therefore never forms a
+//! reference into it: every byte it decodes is first copied into its own
+//! memory (see [`SharedBody`]), so a peer that rewrites the ring while it
+//! is being read produces at worst a garbled value, which validation then
+//! refuses like any other.
+//!
+//! Control page (the memfd's first 4 KiB; the data area follows):
+//!
+//! ```text
+//! offset  field      written by  meaning
+//!  64     consumed   receiver    u64: position up to which bodies were read
+//! 128     acked      receiver    u32: 1 once the receiver has mapped the ring
+//! 192     wake       receiver    u32 futex word, bumped after each release
+//! 256     sleeping   sender      u32: 1 while the sender waits for room
+//! ```
+//!
+//! Positions count bytes since the ring was made; a body occupies
+//! `[start, start + len)` and never wraps: one that would is placed at the
+//! next multiple of the capacity, the skipped tail counted as used.
+
+use std::ffi::c_void;
+use std::io;
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::libc;
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::stat::fstat;
+use nix::unistd::ftruncate;
+
+use crate::FrameError;
+
+/// The control page before the data area.
+pub(crate) const CONTROL: usize = 4096;
+/// The smallest ring a sender makes.
+pub(crate) const MIN_RING: usize = 4 << 20;
+/// The largest ring a sender makes and a receiver maps.
+pub const MAX_RING: usize = 64 << 20;
+/// The smallest data area a receiver maps.
+const MIN_ACCEPTED: usize = 4096;
+
+const CONSUMED: usize = 64;
+const ACKED: usize = 128;
+const WAKE: usize = 192;
+const SLEEPING: usize = 256;
+
+/// The seals both sides rely on.
+const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW);
+
+/// A read-write shared mapping of a whole ring memfd.
+struct Map {
+    ptr: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, accessed only through atomics
+// (control page) or raw copies (data area); no thread-affine state.
+#[allow(unsafe_code)]
+unsafe impl Send for Map {}
+// SAFETY: as above: every access through `&Map` is an atomic or a raw copy.
+#[allow(unsafe_code)]
+unsafe impl Sync for Map {}
+
+impl Map {
+    #[allow(unsafe_code)]
+    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Map> {
+        let length = NonZeroUsize::new(len).ok_or(io::ErrorKind::InvalidInput)?;
+        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        // SAFETY: a new mapping at an address the kernel picks aliases no
+        // Rust object; the memfd is sealed against shrinking, so its pages
+        // stay for as long as the mapping does.
+        let ptr = unsafe { mmap(None, length, prot, MapFlags::MAP_SHARED, fd, 0) }?;
+        Ok(Map { ptr, len })
+    }
+
+    fn at(&self, offset: usize) -> *mut u8 {
+        self.ptr.as_ptr().cast::<u8>().wrapping_add(offset)
+    }
+
+    #[allow(unsafe_code)]
+    fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= CONTROL);
+        // SAFETY: the offset is 8-aligned inside the control page of a
+        // page-aligned mapping that lives as long as `&self`; the other
+        // process touches it only atomically too.
+        unsafe { AtomicU64::from_ptr(self.at(offset).cast::<u64>()) }
+    }
+
+    #[allow(unsafe_code)]
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= CONTROL);
+        // SAFETY: as in `u64_at`.
+        unsafe { AtomicU32::from_ptr(self.at(offset).cast::<u32>()) }
+    }
+}
+
+impl Drop for Map {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped only here; nothing
+        // borrowed from it outlives `self`.
+        let _ = unsafe { munmap(self.ptr, self.len) };
+    }
+}
+
+/// The sending side of a ring.
+pub(crate) struct RingTx {
+    fd: OwnedFd,
+    map: Map,
+    id: u64,
+    capacity: u64,
+    /// The position after the last body sent.
+    written: u64,
+}
+
+/// The receiver's counter says something impossible: the ring is dropped.
+#[derive(Debug)]
+pub(crate) struct Corrupt;
+
+impl RingTx {
+    /// A new ring with `capacity` bytes of data area.
+    pub(crate) fn create(capacity: usize) -> io::Result<RingTx> {
+        let fd = memfd_create(
+            c"courier-ring",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let total = CONTROL + capacity;
+        ftruncate(
+            &fd,
+            i64::try_from(total).map_err(|_| io::ErrorKind::InvalidInput)?,
+        )?;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS | SealFlag::F_SEAL_SEAL))?;
+        let id = fstat(&fd)?.st_ino;
+        let map = Map::new(fd.as_fd(), total)?;
+        Ok(RingTx {
+            fd,
+            map,
+            id,
+            capacity: capacity as u64,
+            written: 0,
+        })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether the receiver has mapped the ring (frames then stop carrying
+    /// its fd).
+    pub(crate) fn acked(&self) -> bool {
+        self.map.u32_at(ACKED).load(SeqCst) == 1
+    }
+
+    /// Where a body of `len` bytes would start now, or `None` without room.
+    pub(crate) fn place(&self, len: u64) -> Result<Option<u64>, Corrupt> {
+        let consumed = self.map.u64_at(CONSUMED).load(SeqCst);
+        if consumed > self.written || self.written - consumed > self.capacity {
+            return Err(Corrupt);
+        }
+        let offset = self.written % self.capacity;
+        let start = if offset + len > self.capacity {
+            self.written + (self.capacity - offset)
+        } else {
+            self.written
+        };
+        Ok((start + len - consumed <= self.capacity).then_some(start))
+    }
+
+    /// Waits until a body of `len` bytes has room or `until` passes.
+    pub(crate) fn wait_room(&self, len: u64, until: Instant) -> Result<bool, Corrupt> {
+        let wake = self.map.u32_at(WAKE);
+        let sleeping = self.map.u32_at(SLEEPING);
+        let room = loop {
+            let seen = wake.load(SeqCst);
+            sleeping.store(1, SeqCst);
+            if self.place(len)?.is_some() {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                break false;
+            }
+            futex_wait(wake, seen, until - now);
+        };
+        sleeping.store(0, SeqCst);
+        Ok(room)
+    }
+
+    /// The data area for a body placed at `start` (by [`place`](Self::place)).
+    pub(crate) fn region(&mut self, start: u64, len: usize) -> Region<'_> {
+        let offset = (start % self.capacity) as usize;
+        debug_assert!(offset + len <= self.capacity as usize);
+        Region {
+            ptr: self.map.at(CONTROL + offset),
+            len,
+            pos: 0,
+            ring: PhantomData,
+        }
+    }
+
+    /// Records that the body at `start` was sent.
+    pub(crate) fn commit(&mut self, start: u64, len: u64) {
+        self.written = start + len;
+    }
+}
+
+/// Where one body is encoded: a postcard output flavor over ring memory.
+pub(crate) struct Region<'a> {
+    ptr: *mut u8,
+    len: usize,
+    pos: usize,
+    ring: PhantomData<&'a mut RingTx>,
+}
+
+impl postcard::ser_flavors::Flavor for Region<'_> {
+    type Output = usize;
+
+    #[allow(unsafe_code)]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        if self.pos >= self.len {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `pos < len`, inside the placed body of a live mapping that
+        // `'a` borrows mutably; raw writes race only with a peer's reads.
+        unsafe { self.ptr.wrapping_add(self.pos).write(data) };
+        self.pos += 1;
+        Ok(())
+    }
+
+    #[allow(unsafe_code)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > self.len - self.pos {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        let to = self.ptr.wrapping_add(self.pos);
+        // SAFETY: `data.len()` bytes from `pos` fit the placed body; ring
+        // memory never overlaps a Rust slice.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len()) };
+        self.pos += data.len();
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.pos)
+    }
+}
+
+/// The receiving side of a ring.
+pub(crate) struct RingRx {
+    fd: OwnedFd,
+    map: Map,
+    id: u64,
+    capacity: u64,
+}
+
+impl RingRx {
+    /// Checks a ring memfd a frame announced as `id`, maps it and tells its
+    /// sender so.
+    pub(crate) fn adopt(fd: OwnedFd, id: u64) -> Result<RingRx, FrameError> {
+        let refuse = |reason| FrameError::BadSharedMemory { reason };
+        let seals =
+            fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|_| refuse("not a sealable memfd"))?;
+        if !SealFlag::from_bits_retain(seals).contains(SEALS) {
+            return Err(refuse("ring is not sealed against shrink and grow"));
+        }
+        let stat = fstat(&fd).map_err(|_| refuse("fstat failed"))?;
+        if stat.st_ino != id {
+            return Err(refuse("ring fd is not the ring the frame names"));
+        }
+        let size = usize::try_from(stat.st_size).unwrap_or(0);
+        if !(CONTROL + MIN_ACCEPTED..=CONTROL + MAX_RING).contains(&size) {
+            return Err(refuse("ring size out of bounds"));
+        }
+        let map = Map::new(fd.as_fd(), size).map_err(|_| refuse("mmap failed"))?;
+        map.u32_at(ACKED).store(1, SeqCst);
+        Ok(RingRx {
+            fd,
+            map,
+            id,
+            capacity: (size - CONTROL) as u64,
+        })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The body a frame places at `start`, checked against the ring.
+    pub(crate) fn body(&self, start: u64, len: u64) -> Result<SharedBody<'_>, FrameError> {
+        let offset = start % self.capacity;
+        if len > self.capacity - offset {
+            return Err(FrameError::BadSharedMemory {
+                reason: "body outside the ring",
+            });
+        }
+        Ok(SharedBody {
+            ptr: self.map.at(CONTROL + offset as usize),
+            len: len as usize,
+            ring: PhantomData,
+        })
+    }
+
+    /// Frees everything up to `end` for the sender, waking it if it waits.
+    pub(crate) fn release(&self, end: u64) {
+        self.map.u64_at(CONSUMED).fetch_max(end, SeqCst);
+        let wake = self.map.u32_at(WAKE);
+        wake.fetch_add(1, SeqCst);
+        if self.map.u32_at(SLEEPING).load(SeqCst) != 0 {
+            futex_wake(wake);
+        }
+    }
+
+    /// Tells the sender this receiver no longer maps the ring, so that its
+    /// next frame carries the fd again.
+    pub(crate) fn forget(&self) {
+        self.map.u32_at(ACKED).store(0, SeqCst);
+    }
+}
+
+/// A body in ring memory that the peer may still write to: read only by
+/// copying out.
+pub(crate) struct SharedBody<'a> {
+    ptr: *const u8,
+    len: usize,
+    ring: PhantomData<&'a RingRx>,
+}
+
+impl SharedBody<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The byte at `at` (< `len`).
+    #[allow(unsafe_code)]
+    pub(crate) fn byte(&self, at: usize) -> u8 {
+        assert!(at < self.len);
+        // SAFETY: `at < len`, inside the checked body of a live mapping; a
+        // volatile read copies the byte out whatever the peer does.
+        unsafe { self.ptr.wrapping_add(at).read_volatile() }
+    }
+
+    /// Appends `count` bytes from `at` to `out`.
+    #[allow(unsafe_code)]
+    pub(crate) fn copy_to(&self, at: usize, count: usize, out: &mut Vec<u8>) {
+        assert!(at <= self.len && count <= self.len - at);
+        out.reserve(count);
+        let to = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        // SAFETY: the source range is inside the checked body; the
+        // destination is `count` reserved bytes of `out`, which no other
+        // reference sees. The peer may write the source meanwhile; the copy
+        // is then garbled, never out of bounds.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.wrapping_add(at), to, count) };
+        let len = out.len() + count;
+        // SAFETY: the `count` bytes after the old length were just written.
+        unsafe { out.set_len(len) };
+    }
+}
+
+#[allow(unsafe_code)]
+fn futex_wait(word: &AtomicU32, seen: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: FUTEX_WAIT (shared, not PRIVATE: the other side is another
+    // process) on a live, aligned u32 of a shared mapping with a relative
+    // timeout that outlives the call. Any outcome (woken, EAGAIN because
+    // the word moved, timeout, EINTR) just makes the caller look again.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            seen,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+#[allow(unsafe_code)]
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE of at most one waiter on a live u32 of a shared
+    // mapping; it reads nothing but the address.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postcard::ser_flavors::Flavor;
+
+    #[test]
+    fn bodies_fill_wrap_and_are_freed() {
+        let mut tx = RingTx::create(MIN_ACCEPTED * 4).unwrap();
+        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id()).unwrap();
+        assert!(tx.acked());
+        let len = MIN_ACCEPTED as u64 + 100;
+        let mut starts = Vec::new();
+        while let Some(start) = tx.place(len).unwrap() {
+            let mut region = tx.region(start, len as usize);
+            region
+                .try_extend(&vec![starts.len() as u8; len as usize])
+                .unwrap();
+            tx.commit(start, len);
+            starts.push(start);
+        }
+        assert_eq!(starts.len(), 3, "three bodies of a bit over a quarter fit");
+        let body = rx.body(starts[1], len).unwrap();
+        let mut out = Vec::new();
+        body.copy_to(0, body.len(), &mut out);
+        assert!(out.iter().all(|&b| b == 1));
+        rx.release(starts[0] + len);
+        let next = tx.place(len).unwrap().expect("room after a release");
+        assert_eq!(
+            next % tx.capacity,
+            0,
+            "a body that would wrap starts over"
+        );
+        assert!(rx.body(next, len).is_ok());
+        assert!(rx.body(next + 1, tx.capacity).is_err());
+    }
+
+    #[test]
+    fn impossible_counters_and_wrong_fds_are_refused() {
+        let tx = RingTx::create(MIN_ACCEPTED).unwrap();
+        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id()).unwrap();
+        rx.release(1 << 40);
+        assert!(tx.place(1).is_err());
+        let other = RingTx::create(MIN_ACCEPTED).unwrap();
+        let fd = other.fd().try_clone_to_owned().unwrap();
+        assert!(
+            RingRx::adopt(fd, tx.id()).is_err(),
+            "inode mismatch accepted"
+        );
+        let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        assert!(RingRx::adopt(file, tx.id()).is_err());
+    }
+
+    #[test]
+    fn a_waiting_sender_is_woken_by_a_release() {
+        let mut tx = RingTx::create(MIN_ACCEPTED).unwrap();
+        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id()).unwrap();
+        let len = MIN_ACCEPTED as u64;
+        let start = tx.place(len).unwrap().unwrap();
+        tx.commit(start, len);
+        assert_eq!(tx.place(1).unwrap(), None);
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                rx.release(len);
+            });
+            assert!(tx
+                .wait_room(len, Instant::now() + Duration::from_secs(10))
+                .unwrap());
+        });
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(!tx
+            .wait_room(2 * len, Instant::now() + Duration::from_millis(10))
+            .unwrap());
+    }
+}
