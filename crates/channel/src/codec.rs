@@ -160,20 +160,28 @@ pub(crate) struct Scratch {
 const KEEP_CAPACITY: usize = 8 << 20;
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            bytes: Vec::new(),
+            fds: Vec::new(),
+        })
+    };
 }
 
 /// Encodes `value` and sends it as one frame under `wait`.
 pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Result<(), SendFail> {
-    // Taken out, not borrowed: a Serialize impl may itself send.
-    let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    let result = encode_and_send(shared, value, wait, &mut scratch);
-    scratch.fds.clear();
-    if scratch.bytes.capacity() > KEEP_CAPACITY {
-        scratch.bytes = Vec::new();
-    }
-    SCRATCH.with(|s| *s.borrow_mut() = scratch);
-    result
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let result = encode_and_send(shared, value, wait, &mut scratch);
+            scratch.fds.clear();
+            if scratch.bytes.capacity() > KEEP_CAPACITY {
+                scratch.bytes = Vec::new();
+            }
+            result
+        }
+        // A Serialize impl that itself sends: a scratch of its own.
+        Err(_) => encode_and_send(shared, value, wait, &mut Scratch::default()),
+    })
 }
 
 fn encode_and_send<T: Serialize>(

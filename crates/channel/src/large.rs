@@ -3,7 +3,7 @@
 //! the receiving side, the rings a receiver has mapped.
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,10 @@ use crate::{fdtable, ChannelError, FrameError};
 /// never deadlocks on its own ring.
 const RING_WAIT: Duration = Duration::from_millis(10);
 
-/// Rings a receiver keeps mapped (one per sending process, normally one).
-const MAX_RINGS: usize = 4;
+/// Rings a receiver keeps mapped: one per sending process (normally one).
+/// Beyond that, a new ring is mapped for its frame only and not
+/// acknowledged, so its frames keep carrying its fd: slower, never lost.
+const MAX_RINGS: usize = 8;
 
 /// A sending end's ring, behind the lock that keeps ring order equal to
 /// frame order.
@@ -170,32 +172,31 @@ pub(crate) struct RingSet {
 }
 
 impl RingSet {
-    /// The ring a frame names: adopted from the fd it carries, or one
-    /// mapped before. A frame that retires a ring drops it here (every
+    /// The ring a frame names: one mapped before, or adopted from the fd
+    /// the frame carries. A frame that retires a ring drops it here (every
     /// frame using it came before).
     pub(crate) fn ring_for(
         &mut self,
         r: RingRef,
-        attached: Option<std::os::fd::OwnedFd>,
-    ) -> Result<&RingRx, FrameError> {
+        attached: Option<OwnedFd>,
+    ) -> Result<RingUse<'_>, FrameError> {
         if r.retire != 0 && r.retire != r.id {
             self.rings.retain(|ring| ring.id() != r.retire);
         }
-        let index = match self.rings.iter().position(|ring| ring.id() == r.id) {
-            Some(index) => index, // an fd sent again is closed on return
-            None => {
-                let fd = attached.ok_or(FrameError::BadSharedMemory {
-                    reason: "frame names a ring that was never sent",
-                })?;
-                let ring = RingRx::adopt(fd, r.id)?;
-                if self.rings.len() == MAX_RINGS {
-                    self.rings.remove(0).forget();
-                }
-                self.rings.push(ring);
-                self.rings.len() - 1
-            }
-        };
-        Ok(&self.rings[index])
+        if let Some(index) = self.rings.iter().position(|ring| ring.id() == r.id) {
+            return Ok(RingUse::Kept(&self.rings[index])); // a resent fd closes on return
+        }
+        let fd = attached.ok_or(FrameError::BadSharedMemory {
+            reason: "frame names a ring that was never sent",
+        })?;
+        if self.rings.len() == MAX_RINGS {
+            self.rings.retain(|ring| !ring.closed());
+        }
+        if self.rings.len() == MAX_RINGS {
+            return Ok(RingUse::Once(RingRx::adopt(fd, r.id, false)?));
+        }
+        self.rings.push(RingRx::adopt(fd, r.id, true)?);
+        Ok(RingUse::Kept(&self.rings[self.rings.len() - 1]))
     }
 
     /// The rings' ids and fds (for a receiver that travels).
@@ -203,10 +204,30 @@ impl RingSet {
         self.rings.iter().map(|ring| (ring.id(), ring.fd()))
     }
 
-    /// Adds a ring that arrived with a travelling receiver.
+    /// Adds a ring that arrived with a travelling receiver (one past the
+    /// limit closes: its sender's frames carry it again as they need).
     pub(crate) fn insert(&mut self, ring: RingRx) {
         if self.rings.len() < MAX_RINGS {
             self.rings.push(ring);
+        }
+    }
+}
+
+/// A ring a receiver reads a frame from.
+pub(crate) enum RingUse<'a> {
+    /// Mapped for as long as the receiver lives.
+    Kept(&'a RingRx),
+    /// Mapped for this frame only.
+    Once(RingRx),
+}
+
+impl std::ops::Deref for RingUse<'_> {
+    type Target = RingRx;
+
+    fn deref(&self) -> &RingRx {
+        match self {
+            RingUse::Kept(ring) => ring,
+            RingUse::Once(ring) => ring,
         }
     }
 }

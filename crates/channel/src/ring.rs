@@ -25,6 +25,7 @@
 //! 128     acked      receiver    u32: 1 once the receiver has mapped the ring
 //! 192     wake       receiver    u32 futex word, bumped after each release
 //! 256     sleeping   sender      u32: 1 while the sender waits for room
+//! 320     closed     sender      u32: 1 once the sender has dropped the ring
 //! ```
 //!
 //! Positions count bytes since the ring was made; a body occupies
@@ -62,6 +63,7 @@ const CONSUMED: usize = 64;
 const ACKED: usize = 128;
 const WAKE: usize = 192;
 const SLEEPING: usize = 256;
+const CLOSED: usize = 320;
 
 /// The seals both sides rely on.
 const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW);
@@ -130,6 +132,12 @@ pub(crate) struct RingTx {
     capacity: u64,
     /// The position after the last body sent.
     written: u64,
+}
+
+impl Drop for RingTx {
+    fn drop(&mut self) {
+        self.map.u32_at(CLOSED).store(1, SeqCst);
+    }
 }
 
 /// The receiver's counter says something impossible: the ring is dropped.
@@ -281,9 +289,9 @@ pub(crate) struct RingRx {
 }
 
 impl RingRx {
-    /// Checks a ring memfd a frame announced as `id`, maps it and tells its
-    /// sender so.
-    pub(crate) fn adopt(fd: OwnedFd, id: u64) -> Result<RingRx, FrameError> {
+    /// Checks a ring memfd a frame announced as `id` and maps it; `keep`
+    /// tells its sender that frames need not carry it any more.
+    pub(crate) fn adopt(fd: OwnedFd, id: u64, keep: bool) -> Result<RingRx, FrameError> {
         let refuse = |reason| FrameError::BadSharedMemory { reason };
         let seals =
             fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|_| refuse("not a sealable memfd"))?;
@@ -299,7 +307,9 @@ impl RingRx {
             return Err(refuse("ring size out of bounds"));
         }
         let map = Map::new(fd.as_fd(), size).map_err(|_| refuse("mmap failed"))?;
-        map.u32_at(ACKED).store(1, SeqCst);
+        if keep {
+            map.u32_at(ACKED).store(1, SeqCst);
+        }
         Ok(RingRx {
             fd,
             map,
@@ -341,10 +351,9 @@ impl RingRx {
         }
     }
 
-    /// Tells the sender this receiver no longer maps the ring, so that its
-    /// next frame carries the fd again.
-    pub(crate) fn forget(&self) {
-        self.map.u32_at(ACKED).store(0, SeqCst);
+    /// Whether the sender has dropped the ring (no frame will name it).
+    pub(crate) fn closed(&self) -> bool {
+        self.map.u32_at(CLOSED).load(SeqCst) == 1
     }
 }
 
@@ -423,7 +432,7 @@ mod tests {
     #[test]
     fn bodies_fill_wrap_and_are_freed() {
         let mut tx = RingTx::create(MIN_ACCEPTED * 4).unwrap();
-        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id()).unwrap();
+        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id(), true).unwrap();
         assert!(tx.acked());
         let len = MIN_ACCEPTED as u64 + 100;
         let mut starts = Vec::new();
@@ -454,23 +463,23 @@ mod tests {
     #[test]
     fn impossible_counters_and_wrong_fds_are_refused() {
         let tx = RingTx::create(MIN_ACCEPTED).unwrap();
-        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id()).unwrap();
+        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id(), true).unwrap();
         rx.release(1 << 40);
         assert!(tx.place(1).is_err());
         let other = RingTx::create(MIN_ACCEPTED).unwrap();
         let fd = other.fd().try_clone_to_owned().unwrap();
         assert!(
-            RingRx::adopt(fd, tx.id()).is_err(),
+            RingRx::adopt(fd, tx.id(), true).is_err(),
             "inode mismatch accepted"
         );
         let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
-        assert!(RingRx::adopt(file, tx.id()).is_err());
+        assert!(RingRx::adopt(file, tx.id(), true).is_err());
     }
 
     #[test]
     fn a_waiting_sender_is_woken_by_a_release() {
         let mut tx = RingTx::create(MIN_ACCEPTED).unwrap();
-        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id()).unwrap();
+        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id(), true).unwrap();
         let len = MIN_ACCEPTED as u64;
         let start = tx.place(len).unwrap().unwrap();
         tx.commit(start, len);

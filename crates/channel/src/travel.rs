@@ -101,7 +101,7 @@ fn deserialize_shared<'de, D: Deserializer<'de>>(
     };
     let mut rings = Vec::with_capacity(ring_fds.len());
     for (id, IndexedFd(fd)) in ring_fds {
-        rings.push(RingRx::adopt(fd, id).map_err(|e| refuse(e.to_string()))?);
+        rings.push(RingRx::adopt(fd, id, true).map_err(|e| refuse(e.to_string()))?);
     }
     let link = match kind {
         SEQPACKET => Link::SeqPacket(<SeqPacketSocket as FdType>::from_fd(fd).map_err(refuse)?),

@@ -5,7 +5,7 @@
 //! found in it becomes an [`OwnedFd`] at once, including fds courier did not
 //! ask for (`SCM_PIDFD`), so nothing the kernel installs can leak.
 
-use std::mem::size_of;
+use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::libc;
@@ -45,14 +45,6 @@ impl CmsgBuf {
         }
     }
 
-    /// The prefix to hand to `recvmsg` so that at most `max_fds` fds fit
-    /// after the credentials and pidfd messages the kernel may add.
-    pub(crate) fn for_recv(&mut self, max_fds: usize) -> &mut [u8] {
-        let fds = max_fds.min(MAX_FDS);
-        let len = space(CRED_LEN) + space(FD_LEN) + if fds == 0 { 0 } else { space(fds * FD_LEN) };
-        &mut self.bytes[..len]
-    }
-
     /// Writes SCM_RIGHTS (when `fds` is not empty) and SCM_CREDENTIALS (when
     /// given) and returns the encoded prefix. `fds.len()` must be at most
     /// [`MAX_FDS`] (the caller checks, before any syscall).
@@ -86,47 +78,87 @@ impl CmsgBuf {
         self.bytes[at + ALIGN + 8..at + HDR_LEN].fill(0);
     }
 
-    /// Decodes the first `len` bytes the kernel wrote: fds are appended to
-    /// `fds` as owned fds, SCM_PIDFD fds are closed, and the credentials are
-    /// returned.
-    pub(crate) fn decode(&self, len: usize, fds: &mut Vec<OwnedFd>) -> Option<Credentials> {
-        let buf = &self.bytes[..len.min(BUF_LEN)];
-        let mut creds = None;
-        let mut at = 0;
-        while at + HDR_LEN <= buf.len() {
-            let cmsg_len = read_usize(&buf[at..]);
-            let level = read_i32(&buf[at + ALIGN..]);
-            let kind = read_i32(&buf[at + ALIGN + 4..]);
-            if cmsg_len < HDR_LEN {
-                break;
-            }
-            let end = at.saturating_add(cmsg_len).min(buf.len());
-            let data = &buf[at + HDR_LEN..end];
-            if level == libc::SOL_SOCKET {
-                match kind {
-                    libc::SCM_RIGHTS => fds.extend(data.chunks_exact(FD_LEN).filter_map(take_fd)),
-                    SCM_PIDFD => drop(data.chunks_exact(FD_LEN).filter_map(take_fd).count()),
-                    libc::SCM_CREDENTIALS if data.len() >= CRED_LEN => {
-                        creds = Some(Credentials::new(
-                            read_i32(data),
-                            read_u32(&data[4..]),
-                            read_u32(&data[8..]),
-                        ));
-                    }
-                    _ => {}
+    #[cfg(test)]
+    fn decode(&self, len: usize, fds: &mut Vec<OwnedFd>) -> Option<Credentials> {
+        decode(&self.bytes[..len.min(BUF_LEN)], fds)
+    }
+}
+
+/// A control buffer for `recvmsg`, left uninitialized: zeroing its 1 KiB
+/// cost more than the rest of a small receive's user-space work.
+#[repr(C, align(8))]
+pub(crate) struct RecvCmsgBuf {
+    bytes: [MaybeUninit<u8>; BUF_LEN],
+}
+
+impl RecvCmsgBuf {
+    pub(crate) fn new() -> Self {
+        RecvCmsgBuf {
+            bytes: [MaybeUninit::uninit(); BUF_LEN],
+        }
+    }
+
+    /// The prefix to hand to `recvmsg` so that at most `max_fds` fds fit
+    /// after the credentials and pidfd messages the kernel may add.
+    pub(crate) fn for_recv(&mut self, max_fds: usize) -> &mut [MaybeUninit<u8>] {
+        let fds = max_fds.min(MAX_FDS);
+        let len = space(CRED_LEN) + space(FD_LEN) + if fds == 0 { 0 } else { space(fds * FD_LEN) };
+        &mut self.bytes[..len]
+    }
+
+    /// The first `len` bytes.
+    ///
+    /// # Safety
+    ///
+    /// The kernel wrote them: `len` is the `msg_controllen` of a successful
+    /// `recvmsg` into [`for_recv`](Self::for_recv)'s prefix.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn received(&self, len: usize) -> &[u8] {
+        let written = &self.bytes[..len.min(BUF_LEN)];
+        // SAFETY: the caller promises these bytes were initialized by the
+        // kernel; `MaybeUninit<u8>` and `u8` have the same layout.
+        unsafe { &*(std::ptr::from_ref(written) as *const [u8]) }
+    }
+}
+
+/// Decodes control messages the kernel wrote: fds are appended to `fds` as
+/// owned fds, SCM_PIDFD fds are closed, and the credentials are returned.
+pub(crate) fn decode(buf: &[u8], fds: &mut Vec<OwnedFd>) -> Option<Credentials> {
+    let mut creds = None;
+    let mut at = 0;
+    while at + HDR_LEN <= buf.len() {
+        let cmsg_len = read_usize(&buf[at..]);
+        let level = read_i32(&buf[at + ALIGN..]);
+        let kind = read_i32(&buf[at + ALIGN + 4..]);
+        if cmsg_len < HDR_LEN {
+            break;
+        }
+        let end = at.saturating_add(cmsg_len).min(buf.len());
+        let data = &buf[at + HDR_LEN..end];
+        if level == libc::SOL_SOCKET {
+            match kind {
+                libc::SCM_RIGHTS => fds.extend(data.chunks_exact(FD_LEN).filter_map(take_fd)),
+                SCM_PIDFD => drop(data.chunks_exact(FD_LEN).filter_map(take_fd).count()),
+                libc::SCM_CREDENTIALS if data.len() >= CRED_LEN => {
+                    creds = Some(Credentials::new(
+                        read_i32(data),
+                        read_u32(&data[4..]),
+                        read_u32(&data[8..]),
+                    ));
                 }
-            }
-            // Next header: CMSG_NXTHDR, without overflow on a lying length.
-            match at
-                .checked_add(cmsg_len)
-                .and_then(|n| n.checked_add(ALIGN - 1))
-            {
-                Some(next) => at = next & !(ALIGN - 1),
-                None => break,
+                _ => {}
             }
         }
-        creds
+        // Next header: CMSG_NXTHDR, without overflow on a lying length.
+        match at
+            .checked_add(cmsg_len)
+            .and_then(|n| n.checked_add(ALIGN - 1))
+        {
+            Some(next) => at = next & !(ALIGN - 1),
+            None => break,
+        }
     }
+    creds
 }
 
 /// Takes ownership of one fd number the kernel just installed.
@@ -174,7 +206,7 @@ mod tests {
 
     #[test]
     fn recv_budget_sizes_the_buffer() {
-        let mut buf = CmsgBuf::new();
+        let mut buf = RecvCmsgBuf::new();
         assert_eq!(buf.for_recv(0).len(), space(CRED_LEN) + space(FD_LEN));
         assert_eq!(buf.for_recv(MAX_FDS).len(), BUF_LEN);
         assert_eq!(buf.for_recv(10_000).len(), BUF_LEN);

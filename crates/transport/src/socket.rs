@@ -15,7 +15,7 @@ use nix::sys::socket::{self, sockopt, MsgFlags, UnixAddr};
 use nix::sys::time::TimeVal;
 
 use crate::bind::OwnedPath;
-use crate::cmsg::CmsgBuf;
+use crate::cmsg::{self, CmsgBuf, RecvCmsgBuf};
 use crate::kind::{Datagram, Kind, SeqPacket};
 use crate::pidfd::PidFd;
 use crate::wait::{self, Wait};
@@ -401,7 +401,7 @@ impl<K: Kind> Socket<K> {
         mut name: Option<&mut libc::sockaddr_un>,
         wait: Wait,
     ) -> io::Result<(Received, usize)> {
-        let mut control = CmsgBuf::new();
+        let mut control = RecvCmsgBuf::new();
         let max_fds = msg.max_fds.min(MAX_FDS);
         let fd = self.fd.as_fd();
         let raw = wait::run(fd, wait, PollFlags::POLLIN, false, |flags| {
@@ -414,7 +414,10 @@ impl<K: Kind> Socket<K> {
             )
         })?;
         let before = msg.fds.len();
-        let credentials = control.decode(raw.control_len, msg.fds);
+        // SAFETY: `control_len` is what this successful recvmsg wrote.
+        #[allow(unsafe_code)]
+        let written = unsafe { control.received(raw.control_len) };
+        let credentials = cmsg::decode(written, msg.fds);
         let fds = msg.fds.len() - before;
         let capacity: usize = msg.bufs.iter().map(|b| b.len()).sum();
         let error = if raw.flags.contains(MsgFlags::MSG_CTRUNC) || fds > max_fds {

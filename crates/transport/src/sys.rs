@@ -131,7 +131,7 @@ pub(crate) struct RawRecv {
 pub(crate) fn recvmsg(
     fd: BorrowedFd<'_>,
     bufs: &mut [IoSliceMut<'_>],
-    control: &mut [u8],
+    control: &mut [std::mem::MaybeUninit<u8>],
     name: Option<&mut libc::sockaddr_un>,
     flags: MsgFlags,
 ) -> io::Result<RawRecv> {
