@@ -191,8 +191,9 @@ impl<T> Clone for Sender<T> {
 /// (`shutdown(SHUT_WR)`), so the receiver sees end of stream after the
 /// queued values even if a stray copy of the fd lives on in another process
 /// (one that inherited it by accident, or a message in flight). A sender
-/// that has been put in a message does not: another process owns the
-/// socket too now.
+/// that has been put in a message, or that arrived in one, does not:
+/// another process may own the socket too, and end of stream then comes
+/// when the last copy is closed.
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.shared.sender_dropped();

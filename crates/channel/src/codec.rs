@@ -237,7 +237,11 @@ fn encode_and_send<T: Serialize>(
         ring: None,
     }
     .write(&mut bytes[..HEADER_LEN]);
-    let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    let fds: Vec<BorrowedFd<'_>> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        fds.iter().map(AsFd::as_fd).collect()
+    };
     transport
         .send_frame(&[IoSlice::new(bytes)], &fds, wait)
         .map_err(send_fail)
@@ -443,7 +447,9 @@ pub(crate) fn decode<T: DeserializeOwned>(
         _ => &frame[HEADER_LEN..],
     };
     table.clear();
-    table.extend(fds.drain(..).map(Some));
+    if !fds.is_empty() {
+        table.extend(fds.drain(..).map(Some));
+    }
     let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
     finish(decoded.map(|(value, rest)| (value, rest.len())), violation)
 }

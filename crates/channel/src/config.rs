@@ -99,7 +99,8 @@ impl Config {
     }
 
     /// The most memory a sending end's shared ring may use (at most, and by
-    /// default, [`DEFAULT_RING`](Self::DEFAULT_RING)); 0 turns the ring off.
+    /// default, [`DEFAULT_RING`](Self::DEFAULT_RING)); 0, or anything below
+    /// 4 KiB, turns the ring off.
     ///
     /// Over a socket, a value larger than the inline threshold is encoded
     /// straight into a shared memory ring that the sending end makes on

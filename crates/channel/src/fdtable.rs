@@ -6,24 +6,49 @@
 //! safe). Outside such a scope, an fd field cannot be serialized: courier
 //! fds only travel through courier channels.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 #[cfg(test)]
 use std::os::fd::AsFd;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::thread::LocalKey;
 
 use crate::{ChannelError, FrameError};
 
-thread_local! {
-    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
-    static INCOMING: RefCell<Option<Incoming>> = const { RefCell::new(None) };
+// Every scope below is entered and left on each send and receive, so the
+// common case (a value without fd fields) touches only `const` cells:
+// no allocation, no lazily registered destructor, nothing moved.
+
+/// What fd fields being serialized on this thread do now.
+#[derive(Clone, Copy)]
+enum Out {
+    /// Outside any courier encode: fd fields cannot be serialized.
+    Off,
+    /// Append copies to `OUT_FDS`; the current message's table starts at
+    /// `base` (an outer, nested encode owns what is below).
+    Collect { base: usize },
+    /// Only number them: the size of the encoding is being measured.
+    Count { next: u32 },
 }
 
-/// The table of a message being encoded, or, while only its size is
-/// measured, the number of fds it would hold.
-enum Outgoing {
-    Collect(Vec<OwnedFd>),
-    Count(u32),
+/// What fd fields being deserialized on this thread do now.
+#[derive(Clone, Copy)]
+enum In {
+    /// Outside any courier decode.
+    Off,
+    /// A frame that carried no fds: any index is out of range.
+    Empty,
+    /// A frame with fds: `IN_TABLE` holds them.
+    Table,
+}
+
+thread_local! {
+    static OUT: Cell<Out> = const { Cell::new(Out::Off) };
+    /// Copies collected by the encodes in progress on this thread.
+    static OUT_LEN: Cell<usize> = const { Cell::new(0) };
+    static OUT_FDS: RefCell<Vec<OwnedFd>> = const { RefCell::new(Vec::new()) };
+    static IN: Cell<In> = const { Cell::new(In::Off) };
+    /// The first out-of-range index seen in an `Empty` scope.
+    static IN_EMPTY_VIOLATION: Cell<Option<u32>> = const { Cell::new(None) };
+    static IN_TABLE: RefCell<Option<Incoming>> = const { RefCell::new(None) };
 }
 
 /// The table of a message being decoded, and the first violation seen.
@@ -32,47 +57,47 @@ struct Incoming {
     violation: Option<ChannelError>,
 }
 
-/// Installs `value` in `key` while `run` runs and returns it with the
-/// result. Whatever was installed before is put back afterwards, also when
-/// `run` panics (a user's `Serialize`/`Deserialize` impl may): the table and
-/// its fds are then dropped instead of being stranded in the thread-local.
-fn scoped<T: 'static, R>(
-    key: &'static LocalKey<RefCell<Option<T>>>,
-    value: T,
-    run: impl FnOnce() -> R,
-) -> (Option<T>, R) {
-    struct Restore<T: 'static> {
-        key: &'static LocalKey<RefCell<Option<T>>>,
-        previous: Option<T>,
+/// Runs `encode` with fd fields collected into `fds` (after what it holds).
+pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) -> R {
+    let base = OUT_LEN.get();
+    // Restores the outer scope and takes this scope's copies back out of
+    // `OUT_FDS`, also when `encode` panics (a user's Serialize impl may),
+    // so none is stranded in the thread-local.
+    struct Leave<'a> {
+        outer: Out,
+        base: usize,
+        fds: &'a mut Vec<OwnedFd>,
     }
-    impl<T: 'static> Drop for Restore<T> {
+    impl Drop for Leave<'_> {
         fn drop(&mut self) {
-            let previous = self.previous.take();
-            let ours = self.key.with(|t| t.replace(previous));
-            drop(ours); // outside the borrow: closes fds stranded by a panic
+            OUT.set(self.outer);
+            if OUT_LEN.get() > self.base {
+                OUT_LEN.set(self.base);
+                let mine: Vec<OwnedFd> =
+                    OUT_FDS.with(|t| t.borrow_mut().drain(self.base..).collect());
+                self.fds.extend(mine);
+            }
         }
     }
-    let previous = key.with(|t| t.replace(Some(value)));
-    let restore = Restore { key, previous };
-    let result = run();
-    let mine = key.with(|t| t.take());
-    drop(restore);
-    (mine, result)
+    let _leave = Leave {
+        outer: OUT.replace(Out::Collect { base }),
+        base,
+        fds,
+    };
+    encode()
 }
 
-/// Runs `encode` with `fds` as the outgoing table; fd fields append to it.
-pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) -> R {
-    let (mine, result) = scoped(&OUTGOING, Outgoing::Collect(std::mem::take(fds)), encode);
-    if let Some(Outgoing::Collect(table)) = mine {
-        *fds = table;
-    }
-    result
-}
-
-/// Runs `measure` (an encoding whose output is only counted) with a table
-/// that numbers fd fields without duplicating them.
+/// Runs `measure` (an encoding whose output is only counted) with fd
+/// fields numbered, not duplicated.
 pub(crate) fn sizing<R>(measure: impl FnOnce() -> R) -> R {
-    scoped(&OUTGOING, Outgoing::Count(0), measure).1
+    struct Leave(Out);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            OUT.set(self.0);
+        }
+    }
+    let _leave = Leave(OUT.replace(Out::Count { next: 0 }));
+    measure()
 }
 
 /// Records a copy of `fd` (`F_DUPFD_CLOEXEC`) in the outgoing table and
@@ -80,20 +105,25 @@ pub(crate) fn sizing<R>(measure: impl FnOnce() -> R) -> R {
 /// the file the field held when it was serialized, even if a custom
 /// `Serialize` impl handed over a temporary that has been closed since.
 pub(crate) fn push(fd: BorrowedFd<'_>) -> Result<u32, String> {
-    OUTGOING.with(|t| match t.borrow_mut().as_mut() {
-        Some(Outgoing::Collect(fds)) => {
-            fds.push(
-                fd.try_clone_to_owned()
-                    .map_err(|e| format!("could not duplicate a file descriptor: {e}"))?,
-            );
-            Ok((fds.len() - 1) as u32)
+    match OUT.get() {
+        Out::Collect { base } => {
+            let copy = fd
+                .try_clone_to_owned()
+                .map_err(|e| format!("could not duplicate a file descriptor: {e}"))?;
+            let len = OUT_FDS.with(|t| {
+                let mut t = t.borrow_mut();
+                t.push(copy);
+                t.len()
+            });
+            OUT_LEN.set(len);
+            Ok((len - 1 - base) as u32)
         }
-        Some(Outgoing::Count(count)) => {
-            *count += 1;
-            Ok(*count - 1)
+        Out::Count { next } => {
+            OUT.set(Out::Count { next: next + 1 });
+            Ok(next)
         }
-        None => Err("file descriptors can only be serialized by a courier channel".into()),
-    })
+        Out::Off => Err("file descriptors can only be serialized by a courier channel".into()),
+    }
 }
 
 /// Runs `decode` with `fds` as the incoming table. Returns its result, and
@@ -103,18 +133,40 @@ pub(crate) fn decoding<R>(
     fds: &mut Vec<Option<OwnedFd>>,
     decode: impl FnOnce() -> R,
 ) -> (R, Option<ChannelError>) {
+    if fds.is_empty() {
+        return decoding_empty(decode);
+    }
+    struct Leave {
+        outer: In,
+        outer_table: Option<Incoming>,
+    }
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN.set(self.outer);
+            let outer = self.outer_table.take();
+            let ours = IN_TABLE.with(|t| t.replace(outer));
+            drop(ours); // outside the borrow: closes fds stranded by a panic
+        }
+    }
     let mine = Incoming {
         fds: std::mem::take(fds),
         violation: None,
     };
-    let (mine, result) = scoped(&INCOMING, mine, decode);
+    let mut leave = Leave {
+        outer: IN.replace(In::Table),
+        outer_table: IN_TABLE.with(|t| t.replace(Some(mine))),
+    };
+    let result = decode();
     let Incoming {
         fds: table,
         mut violation,
-    } = mine.unwrap_or(Incoming {
-        fds: Vec::new(),
-        violation: None,
-    });
+    } = IN_TABLE
+        .with(|t| t.replace(leave.outer_table.take()))
+        .unwrap_or(Incoming {
+            fds: Vec::new(),
+            violation: None,
+        });
+    drop(leave);
     *fds = table;
     let left = fds.iter().filter(|f| f.is_some()).count();
     if violation.is_none() && left > 0 {
@@ -124,35 +176,70 @@ pub(crate) fn decoding<R>(
     (result, violation)
 }
 
+/// `decoding` of a frame without fds: only cells change.
+fn decoding_empty<R>(decode: impl FnOnce() -> R) -> (R, Option<ChannelError>) {
+    struct Leave {
+        outer: In,
+        outer_violation: Option<u32>,
+    }
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN.set(self.outer);
+            IN_EMPTY_VIOLATION.set(self.outer_violation);
+        }
+    }
+    let leave = Leave {
+        outer: IN.replace(In::Empty),
+        outer_violation: IN_EMPTY_VIOLATION.replace(None),
+    };
+    let result = decode();
+    let violation = IN_EMPTY_VIOLATION
+        .get()
+        .map(|index| FrameError::FdIndexOutOfRange { index, count: 0 }.into());
+    drop(leave);
+    (result, violation)
+}
+
 /// Takes the fd at `index` from the incoming table.
 pub(crate) fn take(index: u32) -> Result<OwnedFd, ()> {
-    INCOMING.with(|t| {
-        let mut table = t.borrow_mut();
-        let Some(incoming) = table.as_mut() else {
-            return Err(());
-        };
-        let count = incoming.fds.len();
-        let error = match incoming.fds.get_mut(index as usize) {
-            Some(slot) => match slot.take() {
-                Some(fd) => return Ok(fd),
-                None => FrameError::FdIndexReused { index },
-            },
-            None => FrameError::FdIndexOutOfRange { index, count },
-        };
-        incoming.violation.get_or_insert(error.into());
-        Err(())
-    })
+    match IN.get() {
+        In::Off => Err(()),
+        In::Empty => {
+            if IN_EMPTY_VIOLATION.get().is_none() {
+                IN_EMPTY_VIOLATION.set(Some(index));
+            }
+            Err(())
+        }
+        In::Table => IN_TABLE.with(|t| {
+            let mut table = t.borrow_mut();
+            let Some(incoming) = table.as_mut() else {
+                return Err(());
+            };
+            let count = incoming.fds.len();
+            let error = match incoming.fds.get_mut(index as usize) {
+                Some(slot) => match slot.take() {
+                    Some(fd) => return Ok(fd),
+                    None => FrameError::FdIndexReused { index },
+                },
+                None => FrameError::FdIndexOutOfRange { index, count },
+            };
+            incoming.violation.get_or_insert(error.into());
+            Err(())
+        }),
+    }
 }
 
 /// Records why a field refused the fd it was given.
 pub(crate) fn refuse(reason: String) {
-    INCOMING.with(|t| {
-        if let Some(incoming) = t.borrow_mut().as_mut() {
-            incoming
-                .violation
-                .get_or_insert(ChannelError::Refused(reason));
-        }
-    });
+    if let In::Table = IN.get() {
+        IN_TABLE.with(|t| {
+            if let Some(incoming) = t.borrow_mut().as_mut() {
+                incoming
+                    .violation
+                    .get_or_insert(ChannelError::Refused(reason));
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -168,7 +255,7 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert!(
-            INCOMING.with(|t| t.borrow().is_none()),
+            IN_TABLE.with(|t| t.borrow().is_none()) && matches!(IN.get(), In::Off),
             "the table stayed installed"
         );
 
@@ -181,7 +268,7 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert!(
-            OUTGOING.with(|t| t.borrow().is_none()),
+            OUT_FDS.with(|t| t.borrow().is_empty()) && matches!(OUT.get(), Out::Off),
             "the table stayed installed"
         );
         assert!(take(0).is_err(), "no table may answer outside a decode");

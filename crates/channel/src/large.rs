@@ -11,7 +11,7 @@ use courier_transport::{Wait, MAX_FDS};
 use serde::Serialize;
 
 use crate::codec::{send_fail, Scratch, SendFail, Shared};
-use crate::ring::{Corrupt, RingRx, RingTx, MIN_RING};
+use crate::ring::{Corrupt, RingRx, RingTx, MIN_ACCEPTED, MIN_RING};
 use crate::wire::{BodyKind, Header, RingRef, HEADER_LEN, RING_FIELDS};
 use crate::{fdtable, ChannelError, FrameError};
 
@@ -44,7 +44,7 @@ impl RingState {
     fn ready(&mut self, size: usize, cap: usize) -> bool {
         let fits = |ring: &RingTx| size <= ring.capacity() / 2;
         if !self.tx.as_ref().is_some_and(fits) {
-            if size > cap / 2 {
+            if size > cap / 2 || cap < MIN_ACCEPTED {
                 return false;
             }
             let capacity = size
@@ -189,9 +189,10 @@ impl RingSet {
         let fd = attached.ok_or(FrameError::BadSharedMemory {
             reason: "frame names a ring that was never sent",
         })?;
-        if self.rings.len() == MAX_RINGS {
-            self.rings.retain(|ring| !ring.closed());
-        }
+        // Rings their senders have dropped and whose every body has been
+        // read go now (a retiring frame may have been refused, or never
+        // sent).
+        self.rings.retain(|ring| !ring.finished());
         if self.rings.len() == MAX_RINGS {
             return Ok(RingUse::Once(RingRx::adopt(fd, r.id, false)?));
         }

@@ -25,7 +25,8 @@
 //! 128     acked      receiver    u32: 1 once the receiver has mapped the ring
 //! 192     wake       receiver    u32 futex word, bumped after each release
 //! 256     sleeping   sender      u32: 1 while the sender waits for room
-//! 320     closed     sender      u32: 1 once the sender has dropped the ring
+//! 320     closed     sender      u64: once the sender has dropped the ring,
+//!                                1 + the position after its last body (0: open)
 //! ```
 //!
 //! Positions count bytes since the ring was made; a body occupies
@@ -56,8 +57,8 @@ pub(crate) const CONTROL: usize = 4096;
 pub(crate) const MIN_RING: usize = 4 << 20;
 /// The largest ring a sender makes and a receiver maps.
 pub const MAX_RING: usize = 64 << 20;
-/// The smallest data area a receiver maps.
-const MIN_ACCEPTED: usize = 4096;
+/// The smallest data area a receiver maps (and so a sender makes).
+pub(crate) const MIN_ACCEPTED: usize = 4096;
 
 const CONSUMED: usize = 64;
 const ACKED: usize = 128;
@@ -136,7 +137,9 @@ pub(crate) struct RingTx {
 
 impl Drop for RingTx {
     fn drop(&mut self) {
-        self.map.u32_at(CLOSED).store(1, SeqCst);
+        // Frames naming the ring may still be queued: the receiver keeps
+        // it until it has read up to here.
+        self.map.u64_at(CLOSED).store(self.written + 1, SeqCst);
     }
 }
 
@@ -329,7 +332,7 @@ impl RingRx {
     /// The body a frame places at `start`, checked against the ring.
     pub(crate) fn body(&self, start: u64, len: u64) -> Result<SharedBody<'_>, FrameError> {
         let offset = start % self.capacity;
-        if len > self.capacity - offset {
+        if len > self.capacity - offset || start.checked_add(len).is_none() {
             return Err(FrameError::BadSharedMemory {
                 reason: "body outside the ring",
             });
@@ -351,9 +354,13 @@ impl RingRx {
         }
     }
 
-    /// Whether the sender has dropped the ring (no frame will name it).
-    pub(crate) fn closed(&self) -> bool {
-        self.map.u32_at(CLOSED).load(SeqCst) == 1
+    /// Whether the sender has dropped the ring and every body it sent has
+    /// been read: no frame will name it again.
+    pub(crate) fn finished(&self) -> bool {
+        match self.map.u64_at(CLOSED).load(SeqCst) {
+            0 => false,
+            closed => self.map.u64_at(CONSUMED).load(SeqCst) >= closed - 1,
+        }
     }
 }
 
@@ -451,11 +458,7 @@ mod tests {
         assert!(out.iter().all(|&b| b == 1));
         rx.release(starts[0] + len);
         let next = tx.place(len).unwrap().expect("room after a release");
-        assert_eq!(
-            next % tx.capacity,
-            0,
-            "a body that would wrap starts over"
-        );
+        assert_eq!(next % tx.capacity, 0, "a body that would wrap starts over");
         assert!(rx.body(next, len).is_ok());
         assert!(rx.body(next + 1, tx.capacity).is_err());
     }

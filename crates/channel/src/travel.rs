@@ -9,6 +9,10 @@
 //! process it makes its own). The arriving end gets this process's default
 //! [`Config`] with the same transport kind: a peer cannot choose the limits
 //! of a receiver it hands over.
+//!
+//! An end that arrived in a message closes its socket when dropped but does
+//! not shut it down: copies may live in other processes (a sender handed to
+//! several children), and a shutdown would end the channel for all of them.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -109,7 +113,12 @@ fn deserialize_shared<'de, D: Deserializer<'de>>(
         other => return Err(refuse(format!("unknown channel transport kind {other}"))),
     };
     let config = Config::default().datagram(kind == DATAGRAM);
-    Ok((Shared::new(link, config), rings))
+    let shared = Shared::new(link, config);
+    // Other processes may hold this socket too (the sender may have sent
+    // copies to several): dropping the end that arrived must not shut it
+    // down for them. End of stream then comes when the last copy closes.
+    shared.mark_travelled();
+    Ok((shared, rings))
 }
 
 impl<T> Serialize for Sender<T> {

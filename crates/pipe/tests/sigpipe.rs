@@ -127,9 +127,28 @@ fn send_all_ways_broken(a: &courier_pipe::PipeTransport) {
     }
 }
 
-/// Starts a child role and returns its exit status (bounded wait).
+/// Starts a child role once per way a write avoids SIGPIPE — the kernel's
+/// `RWF_NOSIGNAL` (Linux 6.18+) and the signal-mask path of older kernels,
+/// forced by `NOSIGNAL_ENV=off` — and returns its exit status, the same
+/// for both (bounded waits).
 fn run(name: &str) -> std::process::ExitStatus {
-    Guard::spawn(common::role(name)).wait()
+    run_both(name, common::role)
+}
+
+fn run_both(name: &str, make: impl Fn(&str) -> std::process::Command) -> std::process::ExitStatus {
+    let statuses = [false, true].map(|old_path| {
+        let mut cmd = make(name);
+        if old_path {
+            cmd.env(courier_transport::pipe::NOSIGNAL_ENV, "off");
+        }
+        Guard::spawn(cmd).wait()
+    });
+    assert_eq!(
+        statuses[0].signal(),
+        statuses[1].signal(),
+        "role {name}: the two write paths ended differently: {statuses:?}"
+    );
+    statuses[0]
 }
 
 fn assert_lived(name: &str, status: std::process::ExitStatus) {
@@ -375,19 +394,22 @@ fn a_sigpipe_pending_before_the_send_stays_pending() {
 #[test]
 #[allow(unsafe_code)]
 fn a_process_wide_pending_sigpipe_does_not_keep_the_librarys_own_pending() {
-    let mut cmd = common::role("process_pending_beforehand");
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // calls pthread_sigmask, which is async-signal-safe; it allocates
-    // nothing and takes no lock. (std clears the mask before it.)
-    unsafe {
-        cmd.pre_exec(|| {
-            sigpipe_set()
-                .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-                .map(drop)
-                .map_err(io::Error::from)
-        })
-    };
-    let status = Guard::spawn(cmd).wait();
+    let status = run_both("process_pending_beforehand", |name| {
+        let mut cmd = common::role(name);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls pthread_sigmask, which is async-signal-safe; it
+        // allocates nothing and takes no lock. (std clears the mask before
+        // it.)
+        unsafe {
+            cmd.pre_exec(|| {
+                sigpipe_set()
+                    .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+                    .map(drop)
+                    .map_err(io::Error::from)
+            })
+        };
+        cmd
+    });
     assert_lived("process_pending_beforehand", status);
 }
 

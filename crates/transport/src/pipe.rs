@@ -5,7 +5,11 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use nix::libc;
+
 use crate::sys;
+
+pub use crate::sys::NOSIGNAL_ENV;
 
 /// How many bytes are queued in the pipe behind `fd` (`FIONREAD`). On a
 /// pipe it works on either end: both name the same buffer.
@@ -21,8 +25,10 @@ pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// whose reader is gone fails with [`io::ErrorKind::BrokenPipe`] and the
 /// process lives, whatever the SIGPIPE disposition.
 ///
-/// How: where SIGPIPE is ignored (the default in Rust programs, which
-/// ignore it before `main`), this is a plain `writev`. Otherwise SIGPIPE
+/// How: where the kernel has `RWF_NOSIGNAL` (Linux 6.18+), this is one
+/// `pwritev2` with that flag. On older kernels, where SIGPIPE is ignored
+/// (the default in Rust programs, which ignore it before `main`), it is a
+/// `writev` after a `sigaction` query. Otherwise SIGPIPE
 /// is blocked in the calling thread for the write (the kernel sends it to
 /// the writing thread), and when the write may have raised it (it failed
 /// with `EPIPE`, or wrote only part: a reader that left in the middle of a
@@ -61,9 +67,13 @@ pub const MAX_SLICES: usize = 1024;
 
 fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::Result<usize> {
     let bufs = &bufs[..bufs.len().min(MAX_SLICES)];
+    let nowait_flag = if nowait { libc::RWF_NOWAIT } else { 0 };
+    if sys::nosignal_supported() {
+        return sys::pwritev2(fd, bufs, sys::RWF_NOSIGNAL | nowait_flag);
+    }
     let write = || {
         if nowait {
-            sys::pwritev2_nowait(fd, bufs)
+            sys::pwritev2(fd, bufs, nowait_flag)
         } else {
             sys::writev(fd, bufs)
         }

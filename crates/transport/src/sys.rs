@@ -407,29 +407,61 @@ fn thread_sigpipe_pending() -> bool {
         .is_none_or(|mask| mask & (1 << (libc::SIGPIPE - 1)) != 0)
 }
 
-/// pwritev2(2) with `RWF_NOWAIT` at the current position (`offset` -1),
-/// retried on EINTR. `Unsupported` where the kernel refuses the flag for
-/// this fd.
+/// `RWF_NOSIGNAL` (Linux 6.18+): a write to a pipe or socket whose reader
+/// is gone fails with `EPIPE` without raising SIGPIPE.
+pub(crate) const RWF_NOSIGNAL: libc::c_int = 0x100;
+
+/// pwritev2(2) at the current position (`offset` -1) with `flags`, retried
+/// on EINTR. `Unsupported` where the kernel refuses a flag (for this fd).
 #[allow(unsafe_code)]
-pub(crate) fn pwritev2_nowait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+pub(crate) fn pwritev2(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     let count = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
     loop {
         // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`; `bufs`
         // is a live slice of `count` of them, only read by the kernel.
-        let ret = unsafe {
-            libc::pwritev2(
-                fd.as_raw_fd(),
-                bufs.as_ptr().cast(),
-                count,
-                -1,
-                libc::RWF_NOWAIT,
-            )
-        };
+        let ret = unsafe { libc::pwritev2(fd.as_raw_fd(), bufs.as_ptr().cast(), count, -1, flags) };
         match Errno::result(ret) {
             Ok(n) => return Ok(n as usize),
             Err(Errno::EINTR) => continue,
             Err(Errno::EOPNOTSUPP) => return Err(io::ErrorKind::Unsupported.into()),
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Setting this environment variable to `off` makes pipe writes take the
+/// path of kernels before 6.18 (a `sigaction` query, and the signal mask
+/// when SIGPIPE is not ignored) even where `RWF_NOSIGNAL` exists: for tests
+/// of that path, and as a way out should the flag misbehave.
+pub const NOSIGNAL_ENV: &str = "COURIER_PIPE_NOSIGNAL";
+
+/// Whether this kernel takes `RWF_NOSIGNAL`, asked once per process by a
+/// one-byte write into a fresh pipe (unless [`NOSIGNAL_ENV`] is `off`).
+pub(crate) fn nosignal_supported() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    static KNOWN: AtomicU8 = AtomicU8::new(0); // 0 = not asked, 1 = yes, 2 = no
+    match KNOWN.load(Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let off = std::env::var_os(NOSIGNAL_ENV).is_some_and(|v| v == "off");
+            let yes = !off
+                && nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map(|(_r, w)| {
+                        pwritev2(
+                            std::os::fd::AsFd::as_fd(&w),
+                            &[IoSlice::new(&[0])],
+                            RWF_NOSIGNAL,
+                        )
+                        .is_ok()
+                    })
+                    .unwrap_or(false);
+            KNOWN.store(if yes { 1 } else { 2 }, Relaxed);
+            yes
         }
     }
 }

@@ -363,3 +363,96 @@ pub fn random_frame(rng: &mut XorShift, fd_count: u16, shared_len: u64) -> (Vec<
     };
     (frame, false)
 }
+
+// ------------------------------------------------- shared rings (kind 2)
+
+/// The transport's child-process helpers, for test files that re-execute
+/// the test binary in a role.
+#[allow(unused_imports)] // each test file uses some
+pub use transport_common::{
+    connect_to_parent, role, run_role, spawn_connected, Guard, CHILD_TIMEOUT,
+};
+
+/// Header kind byte: the body is in the sender's shared ring.
+pub const KIND_RING: u8 = 2;
+/// A ring memfd's control page, before its data area.
+pub const RING_CONTROL: u64 = 4096;
+/// Offset of the receiver's `consumed` counter (u64) in the control page.
+pub const RING_CONSUMED: u64 = 64;
+/// Offset of the receiver's `acked` word (u32) in the control page.
+pub const RING_ACKED: u64 = 128;
+
+/// A kind-2 frame: a header with `fd_count`, the flags byte `flags` (bit 0:
+/// the ring's memfd is the last fd) and `body_len`, then the ring id, the
+/// body's start position and the retired ring id (u64 LE each).
+pub fn ring_frame(
+    fd_count: u16,
+    flags: u8,
+    body_len: u64,
+    id: u64,
+    start: u64,
+    retire: u64,
+) -> Vec<u8> {
+    let header = RawHeader {
+        kind: KIND_RING,
+        reserved: [flags, 0],
+        ..RawHeader::inline(fd_count, body_len)
+    };
+    let mut frame = header.bytes().to_vec();
+    for field in [id, start, retire] {
+        frame.extend_from_slice(&field.to_le_bytes());
+    }
+    frame
+}
+
+/// A memfd of `len` bytes (sparse) with `seals` added (none when empty).
+pub fn sized_memfd(len: u64, seals: SealFlag) -> File {
+    let fd = memfd_create(
+        c"courier-test-ring",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .expect("memfd_create");
+    let file = File::from(fd);
+    file.set_len(len).expect("size memfd");
+    if !seals.is_empty() {
+        fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).expect("F_ADD_SEALS");
+    }
+    file
+}
+
+/// The inode number of what `fd` refers to (a ring's id on the wire).
+pub fn inode(fd: impl std::os::fd::AsFd) -> u64 {
+    nix::sys::stat::fstat(fd.as_fd()).expect("fstat").st_ino
+}
+
+/// The fds of this process open on memfds named `name` (as courier names
+/// them: "courier-ring", "courier-body"), each with (inode, size).
+pub fn named_memfds(name: &str) -> Vec<(i32, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let wanted = format!("/memfd:{name} ");
+    fd_table()
+        .into_iter()
+        .filter(|(_, target)| target.to_string_lossy().starts_with(&wanted))
+        .filter_map(|(fd, _)| {
+            let meta = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+            Some((fd, meta.ino(), meta.size()))
+        })
+        .collect()
+}
+
+/// The mappings of this process of memfds named `name`, each as (length,
+/// inode), from `/proc/self/maps`.
+pub fn named_mappings(name: &str) -> Vec<(u64, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    let wanted = format!("/memfd:{name} ");
+    maps.lines()
+        .filter(|line| line.contains(&wanted))
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (start, end) = fields[0].split_once('-').expect("address range");
+            let start = u64::from_str_radix(start, 16).expect("start address");
+            let end = u64::from_str_radix(end, 16).expect("end address");
+            (end - start, fields[4].parse().expect("inode"))
+        })
+        .collect()
+}
