@@ -52,13 +52,20 @@
 //!
 //! * **Bytes**: [`Bytes`] encodes a byte buffer as one block instead of
 //!   element by element.
-//! * **Large values**: an encoded value above the inline threshold
-//!   (default 64 KiB) travels in a memfd sealed against shrinking, growing
-//!   and writing, sent as one fd; the receiver checks the seals and the size
-//!   before it maps it, so the peer can neither change the bytes nor make
-//!   the receiver fault with SIGBUS. The limit (default 256 MiB) is checked
-//!   by the sender and again by the receiver before anything is mapped or
-//!   allocated.
+//! * **Large values**: over a socket, an encoded value above the inline
+//!   threshold (default 64 KiB) is encoded straight into the sending end's
+//!   shared ring, a memfd made once (on the first such value), mapped once
+//!   by each side and reused; the frame only says where the body is. The
+//!   receiver decodes straight out of the ring, copying every byte into its
+//!   own memory before it looks at it (a [`Bytes`] or `String` is copied
+//!   once, into the buffer the value owns), then frees the space. One copy
+//!   on each side: see `docs/benchmarks.md` for what that buys. The ring is
+//!   sealed against shrinking and growing, so no peer can make the other
+//!   fault with SIGBUS; [`Config::shared_ring`] sizes or disables it. A
+//!   value the ring cannot take (larger than half its cap, or sent while it
+//!   stays full) travels in a memfd of its own, sealed against writing too.
+//!   The limit (default 256 MiB) is checked by the sender and again by the
+//!   receiver before anything is mapped or allocated.
 //! * Small values allocate nothing per message in steady state: encoding
 //!   and receive buffers are reused.
 //!
