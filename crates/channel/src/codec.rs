@@ -256,14 +256,13 @@ fn send_large<T: Serialize>(
     scratch: &mut Scratch,
     limit: usize,
 ) -> Result<(), SendFail> {
-    let size = fdtable::sizing(|| {
-        postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-    })
-    .map_err(|e| SendFail::Failed(ChannelError::Encode(e)))?;
+    let (size, skew) =
+        fdtable::sizing(|| postcard::serialize_with_flavor(value, Measure::default()))
+            .map_err(|e| SendFail::Failed(ChannelError::Encode(e)))?;
     if size > limit {
         return Err(too_large(size, limit));
     }
-    if let Some(sent) = large::send_in_ring(shared, value, size, wait, scratch) {
+    if let Some(sent) = large::send_in_ring(shared, value, (size, skew), wait, scratch) {
         return sent;
     }
     let Scratch { bytes, fds } = scratch;
@@ -310,6 +309,36 @@ fn check_fds(count: usize, max: usize) -> Result<(), SendFail> {
         return Err(SendFail::Failed(ChannelError::TooManyFds { count, max }));
     }
     Ok(())
+}
+
+/// A postcard output flavor that only measures: the encoding's size, and
+/// where its largest byte block starts.
+#[derive(Default)]
+struct Measure {
+    size: usize,
+    largest: usize,
+    largest_at: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Measure {
+    type Output = (usize, usize);
+
+    fn try_push(&mut self, _: u8) -> postcard::Result<()> {
+        self.size += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > self.largest {
+            (self.largest, self.largest_at) = (data.len(), self.size);
+        }
+        self.size += data.len();
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<(usize, usize)> {
+        Ok((self.size, self.largest_at))
+    }
 }
 
 /// A postcard output flavor that appends to a `Vec` and gives up with

@@ -76,14 +76,15 @@ fn lock(ring: &Mutex<RingState>, wait: Wait) -> Option<MutexGuard<'_, RingState>
     }
 }
 
-/// Sends `value`, whose encoding is `size` bytes, through the ring. `None`
+/// Sends `value`, whose encoding is `size` bytes with its largest byte
+/// block at `skew`, through the ring. `None`
 /// when the ring cannot take it (none allowed, no room in time, the lock
 /// busy for a bounded send, an encoding that changed size): the caller
 /// then sends it in a memfd.
 pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
     shared: &Shared,
     value: &T,
-    size: usize,
+    (size, skew): (usize, usize),
     wait: Wait,
     scratch: &mut Scratch,
 ) -> Option<Result<(), SendFail>> {
@@ -93,7 +94,7 @@ pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
         return None;
     }
     let ring = state.tx.as_mut()?;
-    let start = match place(ring, size as u64, wait) {
+    let start = match place(ring, size as u64, skew as u64, wait) {
         Ok(start) => start?,
         Err(Corrupt) => {
             state.tx = None;
@@ -149,8 +150,8 @@ pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
 }
 
 /// Where the body goes, waiting a little for room if the send may wait.
-fn place(ring: &RingTx, size: u64, wait: Wait) -> Result<Option<u64>, Corrupt> {
-    if let Some(start) = ring.place(size)? {
+fn place(ring: &RingTx, size: u64, skew: u64, wait: Wait) -> Result<Option<u64>, Corrupt> {
+    if let Some(start) = ring.place(size, skew)? {
         return Ok(Some(start));
     }
     let until = match wait {
@@ -158,8 +159,8 @@ fn place(ring: &RingTx, size: u64, wait: Wait) -> Result<Option<u64>, Corrupt> {
         Wait::Block => Instant::now() + RING_WAIT,
         Wait::Until(deadline) => deadline.min(Instant::now() + RING_WAIT),
     };
-    if ring.wait_room(size, until)? {
-        ring.place(size)
+    if ring.wait_room(size + 64, until)? {
+        ring.place(size, skew)
     } else {
         Ok(None)
     }

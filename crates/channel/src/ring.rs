@@ -65,6 +65,8 @@ const ACKED: usize = 128;
 const WAKE: usize = 192;
 const SLEEPING: usize = 256;
 const CLOSED: usize = 320;
+/// A cache line.
+const LINE: u64 = 64;
 
 /// The seals both sides rely on.
 const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW);
@@ -190,18 +192,23 @@ impl RingTx {
     }
 
     /// Where a body of `len` bytes would start now, or `None` without room.
-    pub(crate) fn place(&self, len: u64) -> Result<Option<u64>, Corrupt> {
+    /// The start is chosen so that byte `skew` of the body (where its
+    /// largest byte block begins) falls on a cache-line boundary: copies in
+    /// and out of the ring then run on aligned lines.
+    pub(crate) fn place(&self, len: u64, skew: u64) -> Result<Option<u64>, Corrupt> {
         let consumed = self.map.u64_at(CONSUMED).load(SeqCst);
         if consumed > self.written || self.written - consumed > self.capacity {
             return Err(Corrupt);
         }
-        let offset = self.written % self.capacity;
-        let start = if offset + len > self.capacity {
-            self.written + (self.capacity - offset)
-        } else {
-            self.written
-        };
-        Ok((start + len - consumed <= self.capacity).then_some(start))
+        let skew = skew % LINE;
+        let aligned = |p: u64| (p + skew).next_multiple_of(LINE) - skew;
+        let mut start = aligned(self.written);
+        if start % self.capacity + len > self.capacity {
+            // It would wrap: start the next lap instead.
+            start = aligned(start - start % self.capacity + self.capacity);
+        }
+        let fits = start % self.capacity + len <= self.capacity;
+        Ok((fits && start + len - consumed <= self.capacity).then_some(start))
     }
 
     /// Waits until a body of `len` bytes has room or `until` passes.
@@ -211,7 +218,7 @@ impl RingTx {
         let room = loop {
             let seen = wake.load(SeqCst);
             sleeping.store(1, SeqCst);
-            if self.place(len)?.is_some() {
+            if self.place(len, 0)?.is_some() {
                 break true;
             }
             let now = Instant::now();
@@ -443,7 +450,7 @@ mod tests {
         assert!(tx.acked());
         let len = MIN_ACCEPTED as u64 + 100;
         let mut starts = Vec::new();
-        while let Some(start) = tx.place(len).unwrap() {
+        while let Some(start) = tx.place(len, 0).unwrap() {
             let mut region = tx.region(start, len as usize);
             region
                 .try_extend(&vec![starts.len() as u8; len as usize])
@@ -457,7 +464,7 @@ mod tests {
         body.copy_to(0, body.len(), &mut out);
         assert!(out.iter().all(|&b| b == 1));
         rx.release(starts[0] + len);
-        let next = tx.place(len).unwrap().expect("room after a release");
+        let next = tx.place(len, 0).unwrap().expect("room after a release");
         assert_eq!(next % tx.capacity, 0, "a body that would wrap starts over");
         assert!(rx.body(next, len).is_ok());
         assert!(rx.body(next + 1, tx.capacity).is_err());
@@ -468,7 +475,7 @@ mod tests {
         let tx = RingTx::create(MIN_ACCEPTED).unwrap();
         let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id(), true).unwrap();
         rx.release(1 << 40);
-        assert!(tx.place(1).is_err());
+        assert!(tx.place(1, 0).is_err());
         let other = RingTx::create(MIN_ACCEPTED).unwrap();
         let fd = other.fd().try_clone_to_owned().unwrap();
         assert!(
@@ -484,9 +491,9 @@ mod tests {
         let mut tx = RingTx::create(MIN_ACCEPTED).unwrap();
         let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id(), true).unwrap();
         let len = MIN_ACCEPTED as u64;
-        let start = tx.place(len).unwrap().unwrap();
+        let start = tx.place(len, 0).unwrap().unwrap();
         tx.commit(start, len);
-        assert_eq!(tx.place(1).unwrap(), None);
+        assert_eq!(tx.place(1, 0).unwrap(), None);
         let t0 = Instant::now();
         std::thread::scope(|s| {
             s.spawn(|| {
