@@ -35,6 +35,39 @@ impl Link {
             Link::Other(t) => t.as_ref(),
         }
     }
+
+    /// [`FrameTransport::send_frame`], called statically on the sockets so
+    /// that the whole path can be inlined into the channel's.
+    #[inline]
+    pub(crate) fn send_frame(
+        &self,
+        frame: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        wait: Wait,
+    ) -> io::Result<()> {
+        match self {
+            Link::SeqPacket(s) => FrameTransport::send_frame(s, frame, fds, wait),
+            Link::Datagram(s) => FrameTransport::send_frame(s, frame, fds, wait),
+            Link::Other(t) => t.send_frame(frame, fds, wait),
+        }
+    }
+
+    /// [`FrameTransport::recv_frame`], called statically on the sockets.
+    #[inline]
+    pub(crate) fn recv_frame(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: usize,
+        fds: &mut Vec<OwnedFd>,
+        max_fds: usize,
+        wait: Wait,
+    ) -> io::Result<Option<usize>> {
+        match self {
+            Link::SeqPacket(s) => FrameTransport::recv_frame(s, buf, max_len, fds, max_fds, wait),
+            Link::Datagram(s) => FrameTransport::recv_frame(s, buf, max_len, fds, max_fds, wait),
+            Link::Other(t) => t.recv_frame(buf, max_len, fds, max_fds, wait),
+        }
+    }
 }
 
 /// One end's link and settings, shared by its clones.
@@ -242,7 +275,8 @@ fn encode_and_send<T: Serialize>(
     } else {
         fds.iter().map(AsFd::as_fd).collect()
     };
-    transport
+    shared
+        .link
         .send_frame(&[IoSlice::new(bytes)], &fds, wait)
         .map_err(send_fail)
 }
@@ -295,7 +329,6 @@ fn send_large<T: Serialize>(
     let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).chain([memfd.as_fd()]).collect();
     shared
         .link
-        .transport()
         .send_frame(&[IoSlice::new(&bytes[..HEADER_LEN])], &fds, wait)
         .map_err(send_fail)
 }
@@ -410,7 +443,9 @@ pub(crate) fn recv<T: DeserializeOwned>(
     } else {
         HEADER_LEN.saturating_add(shared.config.get_limit())
     };
-    let got = transport.recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);
+    let got = shared
+        .link
+        .recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);
     let len = match got {
         Ok(Some(len)) => len,
         Ok(None) => return Err(RecvFail::Disconnected),

@@ -137,10 +137,7 @@ pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
         .map(AsFd::as_fd)
         .chain(attached.then(|| ring.fd()))
         .collect();
-    let sent = shared
-        .link
-        .transport()
-        .send_frame(&[IoSlice::new(bytes)], &all, wait);
+    let sent = shared.link.send_frame(&[IoSlice::new(bytes)], &all, wait);
     drop(all);
     if sent.is_ok() {
         ring.commit(start, size as u64);

@@ -92,6 +92,7 @@ pub(crate) struct RecvCmsgBuf {
 }
 
 impl RecvCmsgBuf {
+    #[inline]
     pub(crate) fn new() -> Self {
         RecvCmsgBuf {
             bytes: [MaybeUninit::uninit(); BUF_LEN],
@@ -100,6 +101,7 @@ impl RecvCmsgBuf {
 
     /// The prefix to hand to `recvmsg` so that at most `max_fds` fds fit
     /// after the credentials and pidfd messages the kernel may add.
+    #[inline]
     pub(crate) fn for_recv(&mut self, max_fds: usize) -> &mut [MaybeUninit<u8>] {
         let fds = max_fds.min(MAX_FDS);
         let len = space(CRED_LEN) + space(FD_LEN) + if fds == 0 { 0 } else { space(fds * FD_LEN) };
@@ -113,6 +115,7 @@ impl RecvCmsgBuf {
     /// The kernel wrote them: `len` is the `msg_controllen` of a successful
     /// `recvmsg` into [`for_recv`](Self::for_recv)'s prefix.
     #[allow(unsafe_code)]
+    #[inline]
     pub(crate) unsafe fn received(&self, len: usize) -> &[u8] {
         let written = &self.bytes[..len.min(BUF_LEN)];
         // SAFETY: the caller promises these bytes were initialized by the
@@ -123,6 +126,7 @@ impl RecvCmsgBuf {
 
 /// Decodes control messages the kernel wrote: fds are appended to `fds` as
 /// owned fds, SCM_PIDFD fds are closed, and the credentials are returned.
+#[inline]
 pub(crate) fn decode(buf: &[u8], fds: &mut Vec<OwnedFd>) -> Option<Credentials> {
     let mut creds = None;
     let mut at = 0;
@@ -163,6 +167,7 @@ pub(crate) fn decode(buf: &[u8], fds: &mut Vec<OwnedFd>) -> Option<Credentials> 
 
 /// Takes ownership of one fd number the kernel just installed.
 #[allow(unsafe_code)]
+#[inline]
 fn take_fd(bytes: &[u8]) -> Option<OwnedFd> {
     let fd = read_i32(bytes);
     if fd < 0 {

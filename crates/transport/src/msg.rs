@@ -46,6 +46,7 @@ pub struct SendMsg<'a> {
 
 impl<'a> SendMsg<'a> {
     /// A message of these bytes with no fds.
+    #[inline]
     pub fn new(bufs: &'a [IoSlice<'a>]) -> Self {
         SendMsg {
             bufs,
@@ -67,6 +68,7 @@ impl<'a> SendMsg<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.bufs.iter().map(|b| b.len()).sum()
     }

@@ -84,6 +84,7 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 
 /// sendmsg(2): the data in `bufs`, the encoded `control` data, to `to` if given.
 #[allow(unsafe_code)]
+#[inline]
 pub(crate) fn sendmsg(
     fd: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
@@ -119,6 +120,7 @@ pub(crate) fn sendmsg(
 
 /// send(2) of one buffer.
 #[allow(unsafe_code)]
+#[inline]
 fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: MsgFlags) -> io::Result<usize> {
     // SAFETY: `buf` is a live borrow of `buf.len()` bytes that the kernel
     // only reads during the call.
@@ -149,6 +151,7 @@ pub(crate) struct RawRecv {
 /// recvmsg(2) into `bufs` and `control`, with the sender's address in `name`
 /// if given.
 #[allow(unsafe_code)]
+#[inline]
 pub(crate) fn recvmsg(
     fd: BorrowedFd<'_>,
     bufs: &mut [IoSliceMut<'_>],
