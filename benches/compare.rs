@@ -2,8 +2,8 @@
 //! two processes, all contenders interleaved in one run.
 //!
 //! ```text
-//! cargo bench --bench compare                          # 15 rounds
-//! cargo bench --bench compare -- --quick               # 7 rounds, well under 3 minutes
+//! cargo bench --bench compare                          # 31 rounds
+//! cargo bench --bench compare -- --quick               # 15 rounds, under 3 minutes
 //! cargo bench --bench compare -- --quick --write-docs  # also writes docs/benchmarks.{md,svg}
 //! ```
 //!
@@ -126,7 +126,7 @@ impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
             Plan {
-                rounds: 7,
+                rounds: 15,
                 rtt_iters: 3_000,
                 fd_iters: 2_500,
                 tput_bytes: 128 << 20,
@@ -137,7 +137,7 @@ impl Plan {
             }
         } else {
             Plan {
-                rounds: 15,
+                rounds: 31,
                 rtt_iters: 10_000,
                 fd_iters: 5_000,
                 tput_bytes: 256 << 20,
