@@ -17,6 +17,9 @@
 //! (the order rotates from round to round), after one warm-up round:
 //! - round trip of a small message (`u64`, or 8 raw bytes), both processes
 //!   pinned to one CPU;
+//! - round trip of an 8-byte message with no fds through the paths that can
+//!   carry fds (raw SEQPACKET then uses sendmsg/recvmsg with a control
+//!   buffer): the floor of any receiver that accepts fds;
 //! - round trip of an 8-byte message carrying 1 fd each way (the contenders
 //!   that pass fds), same pinning;
 //! - round trip of byte payloads of 8 B .. 16 MiB (the child receives the
@@ -373,8 +376,12 @@ fn run_round(all: &mut [Box<dyn Contender>], plan: &Plan, round: usize, samples:
             let c = &mut all[i];
             if c.kind().passes_fds() {
                 place(c.as_ref(), Placement::SameCpu);
-                let d = c.rtt_fds(1, iters);
-                record(What::RttFds(1), c.kind(), micros_per(d, iters));
+                // 0 fds: what a receive that may get fds costs (sendmsg,
+                // recvmsg with a control buffer) next to plain send/recv.
+                for fds in [0, 1] {
+                    let d = c.rtt_fds(fds, iters);
+                    record(What::RttFds(fds), c.kind(), micros_per(d, iters));
+                }
             }
         }
     }
@@ -689,6 +696,36 @@ impl Tables {
                 fmt_us(v),
                 fmt_spread(s.spread(What::RttFds(1), k)),
                 fmt_ratio(s.ratio(What::RttFds(1), k, Kind::RawSeqPacket)),
+            ]);
+        }
+        list.push(t);
+
+        // The floor of an fd-capable receive.
+        let mut t = Table::new(
+            "round trip of an 8-byte message, no fds, through paths that can carry fds",
+            format!(
+                "{same}; measured with the fd round trips; raw SEQPACKET here uses \
+                 sendmsg and recvmsg with a control buffer for 253 fds, as any receiver that \
+                 accepts fds must; the last column compares with raw SEQPACKET's plain \
+                 send/recv round trip (the baseline of the small round trip)"
+            ),
+            &[
+                "contender",
+                "rtt µs",
+                "p25-p75",
+                "vs raw sendmsg/recvmsg",
+                "vs raw send/recv",
+            ],
+        );
+        let plain = s.median(What::RttSmall, Kind::RawSeqPacket);
+        for k in Kind::ALL {
+            let v = s.median(What::RttFds(0), k);
+            t.row(vec![
+                k.name().into(),
+                fmt_us(v),
+                fmt_spread(s.spread(What::RttFds(0), k)),
+                fmt_ratio(s.ratio(What::RttFds(0), k, Kind::RawSeqPacket)),
+                fmt_ratio(v.zip(plain).map(|(v, p)| v / p)),
             ]);
         }
         list.push(t);
