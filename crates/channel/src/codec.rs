@@ -496,6 +496,8 @@ pub(crate) fn decode<T: DeserializeOwned>(
         let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(body));
         // Read (or refused) either way: the space goes back to the sender.
         ring.release(r.start + header.body_len);
+        drop(ring);
+        rings.retire(r);
         return finish(decoded, violation);
     }
     let mapping;

@@ -111,6 +111,13 @@ impl Config {
     /// Values larger than half the cap, and values sent while the ring is
     /// full for longer than a few milliseconds, travel in a sealed memfd of
     /// their own instead (slower: pages are allocated and mapped for each).
+    ///
+    /// Such a value is serialized more than once (an attempt inline, a
+    /// measure, then the encode into the ring): `Serialize` impls must give
+    /// the same output each time and should have no side effects. A ring
+    /// whose sending process is killed stays mapped in the receiver (it
+    /// cannot tell) until the receiver is dropped; a receiver maps at most
+    /// eight, and reads further rings frame by frame.
     pub fn shared_ring(self, bytes: usize) -> Self {
         Config {
             ring: bytes.min(Self::DEFAULT_RING),

@@ -136,16 +136,19 @@ pub(crate) fn decoding<R>(
     if fds.is_empty() {
         return decoding_empty(decode);
     }
+    /// Puts the outer scope back, also when `decode` panics. `outer_table`
+    /// is `None` once the normal path has put the outer table back itself.
     struct Leave {
         outer: In,
-        outer_table: Option<Incoming>,
+        outer_table: Option<Option<Incoming>>,
     }
     impl Drop for Leave {
         fn drop(&mut self) {
             IN.set(self.outer);
-            let outer = self.outer_table.take();
-            let ours = IN_TABLE.with(|t| t.replace(outer));
-            drop(ours); // outside the borrow: closes fds stranded by a panic
+            if let Some(outer) = self.outer_table.take() {
+                let ours = IN_TABLE.with(|t| t.replace(outer));
+                drop(ours); // outside the borrow: closes fds stranded by a panic
+            }
         }
     }
     let mine = Incoming {
@@ -154,18 +157,17 @@ pub(crate) fn decoding<R>(
     };
     let mut leave = Leave {
         outer: IN.replace(In::Table),
-        outer_table: IN_TABLE.with(|t| t.replace(Some(mine))),
+        outer_table: Some(IN_TABLE.with(|t| t.replace(Some(mine)))),
     };
     let result = decode();
+    let outer = leave.outer_table.take().flatten();
     let Incoming {
         fds: table,
         mut violation,
-    } = IN_TABLE
-        .with(|t| t.replace(leave.outer_table.take()))
-        .unwrap_or(Incoming {
-            fds: Vec::new(),
-            violation: None,
-        });
+    } = IN_TABLE.with(|t| t.replace(outer)).unwrap_or(Incoming {
+        fds: Vec::new(),
+        violation: None,
+    });
     drop(leave);
     *fds = table;
     let left = fds.iter().filter(|f| f.is_some()).count();
@@ -245,6 +247,25 @@ pub(crate) fn refuse(reason: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_decode_leaves_the_outer_table_intact() {
+        let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+        let mut outer = vec![Some(null()), Some(null())];
+        let (taken, violation) = decoding(&mut outer, || {
+            let first = take(0).expect("outer fd 0");
+            let mut inner = vec![Some(null())];
+            let (inner_taken, inner_violation) = decoding(&mut inner, || take(0).is_ok());
+            assert!(inner_taken && inner_violation.is_none());
+            let mut empty = Vec::new();
+            let (_, empty_violation) = decoding(&mut empty, || take(5).is_err());
+            assert!(empty_violation.is_some(), "index 5 of no fds");
+            (first, take(1).expect("outer fd 1 after the nested decodes"))
+        });
+        assert!(violation.is_none(), "{violation:?}");
+        drop(taken);
+        assert!(IN_TABLE.with(|t| t.borrow().is_none()) && matches!(IN.get(), In::Off));
+    }
 
     #[test]
     fn a_panicking_codec_strands_no_table() {

@@ -2,6 +2,7 @@
 //! ring when it has room, otherwise a sealed memfd of their own; and, on
 //! the receiving side, the rings a receiver has mapped.
 
+use std::cell::Cell;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -63,7 +64,17 @@ impl RingState {
     }
 }
 
+thread_local! {
+    /// Set while this thread holds a ring's lock: a `Serialize` impl that
+    /// sends (on any channel) from inside an encode must not wait for a
+    /// ring lock this thread may hold. Its value takes the memfd path.
+    static IN_RING: Cell<bool> = const { Cell::new(false) };
+}
+
 fn lock(ring: &Mutex<RingState>, wait: Wait) -> Option<MutexGuard<'_, RingState>> {
+    if IN_RING.get() {
+        return None;
+    }
     match wait {
         Wait::Block => Some(ring.lock().unwrap_or_else(|p| p.into_inner())),
         // A bounded send does not queue behind another thread's send: its
@@ -89,6 +100,14 @@ pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
     scratch: &mut Scratch,
 ) -> Option<Result<(), SendFail>> {
     let mut guard = lock(shared.ring.as_ref()?, wait)?;
+    struct Held;
+    impl Drop for Held {
+        fn drop(&mut self) {
+            IN_RING.set(false);
+        }
+    }
+    IN_RING.set(true);
+    let _held = Held;
     let state: &mut RingState = &mut guard;
     if state.off || !state.ready(size, shared.config.get_shared_ring()) {
         return None;
@@ -171,16 +190,12 @@ pub(crate) struct RingSet {
 
 impl RingSet {
     /// The ring a frame names: one mapped before, or adopted from the fd
-    /// the frame carries. A frame that retires a ring drops it here (every
-    /// frame using it came before).
+    /// the frame carries.
     pub(crate) fn ring_for(
         &mut self,
         r: RingRef,
         attached: Option<OwnedFd>,
     ) -> Result<RingUse<'_>, FrameError> {
-        if r.retire != 0 && r.retire != r.id {
-            self.rings.retain(|ring| ring.id() != r.retire);
-        }
         if let Some(index) = self.rings.iter().position(|ring| ring.id() == r.id) {
             return Ok(RingUse::Kept(&self.rings[index])); // a resent fd closes on return
         }
@@ -190,12 +205,31 @@ impl RingSet {
         // Rings their senders have dropped and whose every body has been
         // read go now (a retiring frame may have been refused, or never
         // sent).
-        self.rings.retain(|ring| !ring.finished());
+        self.drop_where(RingRx::finished);
         if self.rings.len() == MAX_RINGS {
             return Ok(RingUse::Once(RingRx::adopt(fd, r.id, false)?));
         }
         self.rings.push(RingRx::adopt(fd, r.id, true)?);
         Ok(RingUse::Kept(&self.rings[self.rings.len() - 1]))
+    }
+
+    /// Drops the ring a valid frame retires (its sender moved to the
+    /// frame's ring; every frame naming the old one came before).
+    pub(crate) fn retire(&mut self, r: RingRef) {
+        if r.retire != 0 && r.retire != r.id {
+            self.drop_where(|ring| ring.id() == r.retire);
+        }
+    }
+
+    /// Unmaps the rings `which` selects, telling their senders.
+    fn drop_where(&mut self, which: impl Fn(&RingRx) -> bool) {
+        self.rings.retain(|ring| {
+            let gone = which(ring);
+            if gone {
+                ring.forget();
+            }
+            !gone
+        });
     }
 
     /// The rings' ids and fds (for a receiver that travels).

@@ -21,6 +21,7 @@
 //!
 //! ```text
 //! offset  field      written by  meaning
+//!   0     id         sender      u64: the ring's id, random, never 0
 //!  64     consumed   receiver    u64: position up to which bodies were read
 //! 128     acked      receiver    u32: 1 once the receiver has mapped the ring
 //! 192     wake       receiver    u32 futex word, bumped after each release
@@ -47,6 +48,7 @@ use nix::libc;
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::stat::fstat;
+use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
 use nix::unistd::ftruncate;
 
 use crate::FrameError;
@@ -60,6 +62,7 @@ pub const MAX_RING: usize = 64 << 20;
 /// The smallest data area a receiver maps (and so a sender makes).
 pub(crate) const MIN_ACCEPTED: usize = 4096;
 
+const ID: usize = 0;
 const CONSUMED: usize = 64;
 const ACKED: usize = 128;
 const WAKE: usize = 192;
@@ -162,8 +165,9 @@ impl RingTx {
             i64::try_from(total).map_err(|_| io::ErrorKind::InvalidInput)?,
         )?;
         fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS | SealFlag::F_SEAL_SEAL))?;
-        let id = fstat(&fd)?.st_ino;
         let map = Map::new(fd.as_fd(), total)?;
+        let id = random_id()?;
+        map.u64_at(ID).store(id, SeqCst);
         Ok(RingTx {
             fd,
             map,
@@ -301,6 +305,10 @@ pub(crate) struct RingRx {
 impl RingRx {
     /// Checks a ring memfd a frame announced as `id` and maps it; `keep`
     /// tells its sender that frames need not carry it any more.
+    ///
+    /// The id is random and only the ring's sender and this receiver see
+    /// it (in the ring and in the frames), so another sender on the same
+    /// socket cannot name, read, free or retire this ring.
     pub(crate) fn adopt(fd: OwnedFd, id: u64, keep: bool) -> Result<RingRx, FrameError> {
         let refuse = |reason| FrameError::BadSharedMemory { reason };
         let seals =
@@ -308,15 +316,22 @@ impl RingRx {
         if !SealFlag::from_bits_retain(seals).contains(SEALS) {
             return Err(refuse("ring is not sealed against shrink and grow"));
         }
-        let stat = fstat(&fd).map_err(|_| refuse("fstat failed"))?;
-        if stat.st_ino != id {
-            return Err(refuse("ring fd is not the ring the frame names"));
+        // Plain shared memory only: a hugetlbfs memfd could have its pages
+        // punched out (it is not sealed against writing) and leave this
+        // side to fault with SIGBUS on an empty huge page pool.
+        let fs = fstatfs(&fd).map_err(|_| refuse("fstatfs failed"))?;
+        if fs.filesystem_type() != TMPFS_MAGIC {
+            return Err(refuse("ring is not plain shared memory"));
         }
+        let stat = fstat(&fd).map_err(|_| refuse("fstat failed"))?;
         let size = usize::try_from(stat.st_size).unwrap_or(0);
         if !(CONTROL + MIN_ACCEPTED..=CONTROL + MAX_RING).contains(&size) {
             return Err(refuse("ring size out of bounds"));
         }
         let map = Map::new(fd.as_fd(), size).map_err(|_| refuse("mmap failed"))?;
+        if id == 0 || map.u64_at(ID).load(SeqCst) != id {
+            return Err(refuse("ring fd is not the ring the frame names"));
+        }
         if keep {
             map.u32_at(ACKED).store(1, SeqCst);
         }
@@ -359,6 +374,12 @@ impl RingRx {
         if self.map.u32_at(SLEEPING).load(SeqCst) != 0 {
             futex_wake(wake);
         }
+    }
+
+    /// Tells the sender this receiver no longer maps the ring: its next
+    /// frames carry the fd again.
+    pub(crate) fn forget(&self) {
+        self.map.u32_at(ACKED).store(0, SeqCst);
     }
 
     /// Whether the sender has dropped the ring and every body it sent has
@@ -408,6 +429,14 @@ impl SharedBody<'_> {
         // SAFETY: the `count` bytes after the old length were just written.
         unsafe { out.set_len(len) };
     }
+}
+
+/// A random, non-zero ring id.
+fn random_id() -> io::Result<u64> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(u64::from_ne_bytes(bytes).max(1))
 }
 
 #[allow(unsafe_code)]

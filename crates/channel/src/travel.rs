@@ -10,6 +10,9 @@
 //! [`Config`] with the same transport kind: a peer cannot choose the limits
 //! of a receiver it hands over.
 //!
+//! A receiving end must stay in one process: frames naming a ring reach
+//! whichever process reads them, and only the one that mapped it can.
+//!
 //! An end that arrived in a message closes its socket when dropped but does
 //! not shut it down: copies may live in other processes (a sender handed to
 //! several children), and a shutdown would end the channel for all of them.
@@ -84,6 +87,7 @@ fn rings_of<E: ser::Error>(
 /// Reads what `serialize_link` wrote, reusing `as_fd`'s checked take.
 fn deserialize_shared<'de, D: Deserializer<'de>>(
     d: D,
+    receives: bool,
 ) -> Result<(Arc<Shared>, Vec<RingRx>), D::Error> {
     struct Wire(u8, IndexedFd, Vec<(u64, IndexedFd)>);
     struct IndexedFd(OwnedFd);
@@ -104,7 +108,8 @@ fn deserialize_shared<'de, D: Deserializer<'de>>(
         de::Error::custom("channel refused")
     };
     let mut rings = Vec::with_capacity(ring_fds.len());
-    for (id, IndexedFd(fd)) in ring_fds {
+    // A sender carries no rings: any that come with one are closed unmapped.
+    for (id, IndexedFd(fd)) in ring_fds.into_iter().filter(|_| receives) {
         rings.push(RingRx::adopt(fd, id, true).map_err(|e| refuse(e.to_string()))?);
     }
     let link = match kind {
@@ -130,7 +135,7 @@ impl<T> Serialize for Sender<T> {
 impl<'de, T: Serialize> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Rings only come with receivers; any sent with a sender close here.
-        deserialize_shared(d).map(|(shared, _)| Sender::from_shared(shared))
+        deserialize_shared(d, false).map(|(shared, _)| Sender::from_shared(shared))
     }
 }
 
@@ -143,7 +148,7 @@ impl<T> Serialize for Receiver<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (shared, rings) = deserialize_shared(d)?;
+        let (shared, rings) = deserialize_shared(d, true)?;
         Ok(Receiver::from_parts(shared, recv_state(rings)))
     }
 }
@@ -158,7 +163,7 @@ impl<S: Serialize, R: DeserializeOwned> Serialize for Endpoint<S, R> {
 
 impl<'de, S: Serialize, R: DeserializeOwned> Deserialize<'de> for Endpoint<S, R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (shared, rings) = deserialize_shared(d)?;
+        let (shared, rings) = deserialize_shared(d, true)?;
         Ok(Endpoint::from_parts(shared, recv_state(rings)))
     }
 }

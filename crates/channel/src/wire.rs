@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!  0     2    magic       0x43 0x52 ("CR")
-//!  2     1    version     1
+//!  2     1    version     2
 //!  3     1    kind        0 = inline body follows, 1 = body in a sealed memfd,
 //!                          2 = body in the sender's shared ring
 //!  4     2    fd_count    user fds in the fd table (u16 LE), not counting a memfd

@@ -235,8 +235,8 @@ fn assert_only_current_ring(capacity: usize, what: &str) {
 }
 
 /// A ring memfd made by hand, as a courier sender makes one (sealed
-/// against shrink and grow, its id its inode), read and written through
-/// `pread`/`pwrite`: no mapping (and no unsafe) needed.
+/// against shrink and grow, a random id in its control page), read and
+/// written through `pread`/`pwrite`: no mapping (and no unsafe) needed.
 struct RawRing {
     file: File,
     id: u64,
@@ -249,9 +249,17 @@ impl RawRing {
     }
 
     fn sealed(capacity: usize, seals: SealFlag) -> RawRing {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let file = sized_memfd(RING_CONTROL + capacity as u64, seals);
+        // Unique in this process, and unlike any id a real sender draws.
+        let id = (u64::from(std::process::id()) << 32)
+            | NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if RING_CONTROL + capacity as u64 >= 8 {
+            file.write_all_at(&id.to_le_bytes(), 0)
+                .expect("write the ring id");
+        }
         RawRing {
-            id: inode(&file),
+            id,
             file,
             capacity: capacity as u64,
         }
@@ -864,18 +872,36 @@ fn hostile_ring_frames_are_refused_typed_and_close_their_fds() {
             b"from a hand-made ring"
         );
         common::assert_fds_back(&with_ring, "a ring fd sent again");
-        // A frame that retires the ring drops it (and its fd); the ring is
-        // then unknown until sent again.
+        // A refused frame retires nothing: one naming an unknown ring and
+        // retiring this one leaves it mapped.
         send_raw(&peer, &ring_frame(0, 0, glen, other.id, 0, ring.id), &[]);
         match rx.recv_timeout(RECV_TIMEOUT) {
             Err(RecvTimeoutError::Failed(ChannelError::Frame(e))) => bad_memory("retire", e),
             other => panic!("retiring the ring, naming an unknown one: {other:?}"),
         }
-        common::assert_fds_back(&before_adoption, "a retired ring");
+        common::assert_fds_back(&with_ring, "a refused retiring frame");
+        // A valid frame that retires the ring drops it (and its fd); the
+        // ring is then unknown until sent again.
+        send_raw(
+            &peer,
+            &ring_frame(0, 1, glen, other.id, 0, ring.id),
+            &[other.fd()],
+        );
+        assert_eq!(
+            &rx.recv_timeout(RECV_TIMEOUT).expect("the retiring value")[..],
+            b"from a hand-made ring"
+        );
+        let with_other = common::fd_table();
+        assert_eq!(
+            with_other.len(),
+            before_adoption.len() + 1,
+            "the retired ring's fd stays open, or the new ring's is missing"
+        );
         bad_memory(
             "a retired ring",
             refused("a retired ring", frame(0, 0, glen, ring.id, 0), &[]),
         );
+        common::assert_fds_back(&with_other, "a frame naming a retired ring");
         send_raw(&peer, &frame(0, 1, glen, ring.id, 0), &[ring.fd()]);
         assert_eq!(
             &rx.recv_timeout(RECV_TIMEOUT).expect("ring again")[..],
@@ -1059,7 +1085,13 @@ fn first_ring_frame(raw: &SeqPacketSocket, tag: u64, len: usize) -> (File, u64, 
     assert_eq!(frame[6], 1, "the first ring frame does not carry the ring");
     assert_eq!(fds.len(), 1, "ring frame fds");
     let ring = File::from(fds.pop().expect("ring fd"));
-    assert_eq!(u64_at(&frame, 16), inode(&ring), "ring id is not its inode");
+    let mut id = [0u8; 8];
+    ring.read_exact_at(&mut id, 0).expect("read the ring id");
+    assert_eq!(
+        u64_at(&frame, 16),
+        u64::from_le_bytes(id),
+        "the frame's ring id is not the one in the ring"
+    );
     let (body_len, start) = (u64_at(&frame, 8), u64_at(&frame, 24));
     let mut body = vec![0; body_len as usize];
     ring.read_exact_at(&mut body, RING_CONTROL + start)
@@ -1800,4 +1832,90 @@ fn values_arrive_whatever_the_ring_cap() {
         }
         assert!(failures.is_empty(), "values lost: {failures:#?}");
     });
+}
+
+// ------------------------------------------------- sends from inside encoding
+
+thread_local! {
+    /// The sender a `SendsWhileEncoding` uses from inside its `Serialize`.
+    static SIDE: std::cell::RefCell<Option<Sender<SendsWhileEncoding>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A value whose `Serialize` sends another large value on the same
+/// sending end (the same ring) while it is itself being encoded into it.
+/// A large value is serialized more than once (measured, then encoded into
+/// the ring under its lock): the nested send happens on every pass, so also
+/// while this thread holds the lock.
+struct SendsWhileEncoding {
+    data: Vec<u8>,
+    nested: std::cell::Cell<bool>,
+}
+
+impl serde::Serialize for SendsWhileEncoding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.nested.get() {
+            SIDE.with(|side| {
+                if let Some(tx) = side.borrow().as_ref() {
+                    tx.send(SendsWhileEncoding {
+                        data: vec![7; 200_000],
+                        nested: false.into(),
+                    })
+                    .expect("nested send");
+                }
+            });
+        }
+        courier_channel::Bytes::from(self.data.clone()).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SendsWhileEncoding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let data = courier_channel::Bytes::deserialize(d)?.into_vec();
+        Ok(SendsWhileEncoding {
+            data,
+            nested: false.into(),
+        })
+    }
+}
+
+#[test]
+fn a_serialize_impl_that_sends_on_the_same_ring_does_not_deadlock() {
+    let (tx, rx) = courier_channel::channel::<SendsWhileEncoding>().expect("channel");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        SIDE.with(|s| *s.borrow_mut() = Some(tx.clone()));
+        // A few times over: the ring exists (and is locked by the outer
+        // send) from the second time on.
+        for _ in 0..3 {
+            tx.send(SendsWhileEncoding {
+                data: vec![1; 300_000],
+                nested: true.into(),
+            })
+            .expect("outer send");
+        }
+        SIDE.with(|s| s.borrow_mut().take());
+        done_tx.send(()).expect("done");
+    });
+    let (mut outer, mut nested) = (0, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while outer < 3 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let v = rx
+            .recv_timeout(left)
+            .expect("a value (the sender must not hang)");
+        match v.data.len() {
+            300_000 => outer += 1,
+            200_000 => nested += 1,
+            other => panic!("a value of {other} bytes"),
+        }
+    }
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the outer sends returned");
+    sender.join().expect("sender thread");
+    assert!(
+        nested >= 3,
+        "only {nested} nested values before the last outer one"
+    );
 }

@@ -5,7 +5,8 @@
 //! found in it becomes an [`OwnedFd`] at once, including fds courier did not
 //! ask for (`SCM_PIDFD`), so nothing the kernel installs can leak.
 
-use std::mem::{size_of, MaybeUninit};
+use std::cell::RefCell;
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::libc;
@@ -84,43 +85,49 @@ impl CmsgBuf {
     }
 }
 
-/// A control buffer for `recvmsg`, left uninitialized: zeroing its 1 KiB
-/// cost more than the rest of a small receive's user-space work.
+/// A control buffer for `recvmsg`.
+///
+/// Zeroing 1 KiB on every receive cost more than the rest of a small
+/// receive's user-space work, and an uninitialized one cannot be read
+/// safely (the kernel counts alignment padding it never writes), so each
+/// thread keeps one, zeroed once: the kernel only ever writes into it,
+/// so every byte stays initialized.
 #[repr(C, align(8))]
 pub(crate) struct RecvCmsgBuf {
-    bytes: [MaybeUninit<u8>; BUF_LEN],
+    bytes: [u8; BUF_LEN],
+}
+
+thread_local! {
+    static RECV_CONTROL: RefCell<RecvCmsgBuf> = const {
+        RefCell::new(RecvCmsgBuf { bytes: [0; BUF_LEN] })
+    };
 }
 
 impl RecvCmsgBuf {
+    /// Runs `f` with this thread's buffer (a fresh one if it is in use).
     #[inline]
-    pub(crate) fn new() -> Self {
-        RecvCmsgBuf {
-            bytes: [MaybeUninit::uninit(); BUF_LEN],
-        }
+    pub(crate) fn with<R>(f: impl FnOnce(&mut RecvCmsgBuf) -> R) -> R {
+        RECV_CONTROL.with(|c| match c.try_borrow_mut() {
+            Ok(mut buf) => f(&mut buf),
+            Err(_) => f(&mut RecvCmsgBuf {
+                bytes: [0; BUF_LEN],
+            }),
+        })
     }
 
     /// The prefix to hand to `recvmsg` so that at most `max_fds` fds fit
     /// after the credentials and pidfd messages the kernel may add.
     #[inline]
-    pub(crate) fn for_recv(&mut self, max_fds: usize) -> &mut [MaybeUninit<u8>] {
+    pub(crate) fn for_recv(&mut self, max_fds: usize) -> &mut [u8] {
         let fds = max_fds.min(MAX_FDS);
         let len = space(CRED_LEN) + space(FD_LEN) + if fds == 0 { 0 } else { space(fds * FD_LEN) };
         &mut self.bytes[..len]
     }
 
-    /// The first `len` bytes.
-    ///
-    /// # Safety
-    ///
-    /// The kernel wrote them: `len` is the `msg_controllen` of a successful
-    /// `recvmsg` into [`for_recv`](Self::for_recv)'s prefix.
-    #[allow(unsafe_code)]
+    /// The first `len` bytes: what the last `recvmsg` wrote.
     #[inline]
-    pub(crate) unsafe fn received(&self, len: usize) -> &[u8] {
-        let written = &self.bytes[..len.min(BUF_LEN)];
-        // SAFETY: the caller promises these bytes were initialized by the
-        // kernel; `MaybeUninit<u8>` and `u8` have the same layout.
-        unsafe { &*(std::ptr::from_ref(written) as *const [u8]) }
+    pub(crate) fn received(&self, len: usize) -> &[u8] {
+        &self.bytes[..len.min(BUF_LEN)]
     }
 }
 
@@ -211,10 +218,11 @@ mod tests {
 
     #[test]
     fn recv_budget_sizes_the_buffer() {
-        let mut buf = RecvCmsgBuf::new();
-        assert_eq!(buf.for_recv(0).len(), space(CRED_LEN) + space(FD_LEN));
-        assert_eq!(buf.for_recv(MAX_FDS).len(), BUF_LEN);
-        assert_eq!(buf.for_recv(10_000).len(), BUF_LEN);
+        RecvCmsgBuf::with(|buf| {
+            assert_eq!(buf.for_recv(0).len(), space(CRED_LEN) + space(FD_LEN));
+            assert_eq!(buf.for_recv(MAX_FDS).len(), BUF_LEN);
+            assert_eq!(buf.for_recv(10_000).len(), BUF_LEN);
+        });
     }
 
     #[test]

@@ -69,7 +69,12 @@ fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::
     let bufs = &bufs[..bufs.len().min(MAX_SLICES)];
     let nowait_flag = if nowait { libc::RWF_NOWAIT } else { 0 };
     if sys::nosignal_supported() {
-        return sys::pwritev2(fd, bufs, sys::RWF_NOSIGNAL | nowait_flag);
+        match sys::pwritev2(fd, bufs, sys::RWF_NOSIGNAL | nowait_flag) {
+            // A file whose driver has no vectored write path (some
+            // character devices) refuses pwritev2 flags: the old way.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            done => return done,
+        }
     }
     let write = || {
         if nowait {

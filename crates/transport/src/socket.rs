@@ -401,23 +401,22 @@ impl<K: Kind> Socket<K> {
         mut name: Option<&mut libc::sockaddr_un>,
         wait: Wait,
     ) -> io::Result<(Received, usize)> {
-        let mut control = RecvCmsgBuf::new();
         let max_fds = msg.max_fds.min(MAX_FDS);
         let fd = self.fd.as_fd();
-        let raw = wait::run(fd, wait, PollFlags::POLLIN, false, |flags| {
-            sys::recvmsg(
-                fd,
-                msg.bufs,
-                control.for_recv(max_fds),
-                name.as_deref_mut(),
-                flags,
-            )
-        })?;
         let before = msg.fds.len();
-        // SAFETY: `control_len` is what this successful recvmsg wrote.
-        #[allow(unsafe_code)]
-        let written = unsafe { control.received(raw.control_len) };
-        let credentials = cmsg::decode(written, msg.fds);
+        let (raw, credentials) = RecvCmsgBuf::with(|control| {
+            let raw = wait::run(fd, wait, PollFlags::POLLIN, false, |flags| {
+                sys::recvmsg(
+                    fd,
+                    msg.bufs,
+                    control.for_recv(max_fds),
+                    name.as_deref_mut(),
+                    flags,
+                )
+            })?;
+            let credentials = cmsg::decode(control.received(raw.control_len), msg.fds);
+            io::Result::Ok((raw, credentials))
+        })?;
         let fds = msg.fds.len() - before;
         let capacity: usize = msg.bufs.iter().map(|b| b.len()).sum();
         let error = if raw.flags.contains(MsgFlags::MSG_CTRUNC) || fds > max_fds {

@@ -155,7 +155,7 @@ pub(crate) struct RawRecv {
 pub(crate) fn recvmsg(
     fd: BorrowedFd<'_>,
     bufs: &mut [IoSliceMut<'_>],
-    control: &mut [std::mem::MaybeUninit<u8>],
+    control: &mut [u8],
     name: Option<&mut libc::sockaddr_un>,
     flags: MsgFlags,
 ) -> io::Result<RawRecv> {
