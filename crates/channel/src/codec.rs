@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -202,7 +203,33 @@ thread_local! {
 }
 
 /// Encodes `value` and sends it as one frame under `wait`.
+#[allow(unsafe_code)]
 pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Result<(), SendFail> {
+    // Most values are small: encoded on the stack, they touch no
+    // thread-local and no heap (unless they hold fds). The buffer is not
+    // zeroed first: that alone cost as much as the rest of the encode.
+    let mut frame = [MaybeUninit::<u8>::uninit(); STACK_FRAME];
+    let (header, body) = frame.split_at_mut(HEADER_LEN);
+    for byte in header {
+        byte.write(0);
+    }
+    let mut fds = Vec::new();
+    let encoded = fdtable::encoding(&mut fds, || {
+        postcard::serialize_with_flavor(value, Fixed::new(body))
+    });
+    match encoded {
+        Ok(len) => {
+            let written = &mut frame[..HEADER_LEN + len];
+            // SAFETY: the header bytes were zeroed above and the flavor wrote
+            // the `len` body bytes after them, so all of `written` is
+            // initialized; `MaybeUninit<u8>` has the layout of `u8`.
+            let written = unsafe { &mut *(std::ptr::from_mut(written) as *mut [u8]) };
+            let terms = shared.peer_terms();
+            return send_inline(shared, written, &fds, wait, terms);
+        }
+        Err(postcard::Error::SerializeBufferFull) => drop(fds), // larger: below
+        Err(e) => return Err(SendFail::Failed(ChannelError::Encode(e))),
+    }
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut scratch) => {
             let result = encode_and_send(shared, value, wait, &mut scratch);
@@ -247,29 +274,43 @@ fn encode_and_send<T: Serialize>(
         }
         Err(e) => return Err(SendFail::Failed(ChannelError::Encode(e))),
     }
-    let body_len = bytes.len() - HEADER_LEN;
+    send_inline(shared, bytes, fds, wait, (limit, peer_takes_fds))
+}
+
+/// Sends `frame` (header room, then the body) inline with `fds`, after the
+/// checks against the peer's terms; writes the header.
+fn send_inline(
+    shared: &Shared,
+    frame: &mut [u8],
+    fds: &[OwnedFd],
+    wait: Wait,
+    (limit, peer_takes_fds): (usize, bool),
+) -> Result<(), SendFail> {
+    let body_len = frame.len() - HEADER_LEN;
     if body_len > limit {
         return Err(too_large(body_len, limit));
     }
     let fd_count = fds.len();
-    if fd_count > 0 && !transport.supports_fds() {
-        return Err(SendFail::Failed(ChannelError::FdsUnsupported {
-            count: fd_count,
-        }));
+    if fd_count > 0 {
+        if !shared.link.transport().supports_fds() {
+            return Err(SendFail::Failed(ChannelError::FdsUnsupported {
+                count: fd_count,
+            }));
+        }
+        if !peer_takes_fds {
+            return Err(SendFail::Failed(ChannelError::FdsRefused {
+                count: fd_count,
+            }));
+        }
+        check_fds(fd_count, MAX_FDS)?;
     }
-    if fd_count > 0 && !peer_takes_fds {
-        return Err(SendFail::Failed(ChannelError::FdsRefused {
-            count: fd_count,
-        }));
-    }
-    check_fds(fd_count, MAX_FDS)?;
     Header {
         kind: BodyKind::Inline,
         fd_count,
         body_len: body_len as u64,
         ring: None,
     }
-    .write(&mut bytes[..HEADER_LEN]);
+    .write(&mut frame[..HEADER_LEN]);
     let fds: Vec<BorrowedFd<'_>> = if fds.is_empty() {
         Vec::new()
     } else {
@@ -277,7 +318,7 @@ fn encode_and_send<T: Serialize>(
     };
     shared
         .link
-        .send_frame(&[IoSlice::new(bytes)], &fds, wait)
+        .send_frame(&[IoSlice::new(frame)], &fds, wait)
         .map_err(send_fail)
 }
 
@@ -342,6 +383,56 @@ fn check_fds(count: usize, max: usize) -> Result<(), SendFail> {
         return Err(SendFail::Failed(ChannelError::TooManyFds { count, max }));
     }
     Ok(())
+}
+
+/// The largest frame encoded on the stack (a value of up to 496 bytes; a
+/// message with all 253 fds in a `Vec<Fd<_>>` fits).
+const STACK_FRAME: usize = 512;
+
+/// A postcard output flavor over a fixed, uninitialized slice: it writes
+/// the first `len` bytes.
+struct Fixed<'a> {
+    out: &'a mut [MaybeUninit<u8>],
+    len: usize,
+}
+
+impl<'a> Fixed<'a> {
+    fn new(out: &'a mut [MaybeUninit<u8>]) -> Self {
+        Fixed { out, len: 0 }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Fixed<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        let slot = self
+            .out
+            .get_mut(self.len)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        slot.write(data);
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.len + data.len();
+        let slots = self
+            .out
+            .get_mut(self.len..end)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        for (slot, &byte) in slots.iter_mut().zip(data) {
+            slot.write(byte);
+        }
+        self.len = end;
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
+    }
 }
 
 /// A postcard output flavor that only measures: the encoding's size, and
