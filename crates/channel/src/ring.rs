@@ -25,7 +25,8 @@
 //!  64     consumed   receiver    u64: position up to which bodies were read
 //! 128     acked      receiver    u32: 1 once the receiver has mapped the ring
 //! 192     wake       receiver    u32 futex word, bumped after each release
-//! 256     sleeping   sender      u32: 1 while the sender waits for room
+//! 256     wake_at    sender      u64: while the sender waits for room, the
+//!                                consumed position to wake it at (0: not waiting)
 //! 320     closed     sender      u64: once the sender has dropped the ring,
 //!                                1 + the position after its last body (0: open)
 //! ```
@@ -66,7 +67,7 @@ const ID: usize = 0;
 const CONSUMED: usize = 64;
 const ACKED: usize = 128;
 const WAKE: usize = 192;
-const SLEEPING: usize = 256;
+const WAKE_AT: usize = 256;
 const CLOSED: usize = 320;
 /// A cache line.
 const LINE: u64 = 64;
@@ -218,10 +219,16 @@ impl RingTx {
     /// Waits until a body of `len` bytes has room or `until` passes.
     pub(crate) fn wait_room(&self, len: u64, until: Instant) -> Result<bool, Corrupt> {
         let wake = self.map.u32_at(WAKE);
-        let sleeping = self.map.u32_at(SLEEPING);
+        let wake_at = self.map.u64_at(WAKE_AT);
         let room = loop {
             let seen = wake.load(SeqCst);
-            sleeping.store(1, SeqCst);
+            // Woken once a quarter of the ring (at least this body) is
+            // free, not at every release: a receiver that frees bodies one
+            // by one would otherwise pay a futex wake for each, and the
+            // sender a context switch per body.
+            let consumed = self.map.u64_at(CONSUMED).load(SeqCst);
+            let want = (len + 2 * LINE).max(self.capacity / 4);
+            wake_at.store(consumed.saturating_add(want).min(self.written).max(1), SeqCst);
             if self.place(len, 0)?.is_some() {
                 break true;
             }
@@ -231,7 +238,7 @@ impl RingTx {
             }
             futex_wait(wake, seen, until - now);
         };
-        sleeping.store(0, SeqCst);
+        wake_at.store(0, SeqCst);
         Ok(room)
     }
 
@@ -366,12 +373,14 @@ impl RingRx {
         })
     }
 
-    /// Frees everything up to `end` for the sender, waking it if it waits.
+    /// Frees everything up to `end` for the sender, waking it if it waits
+    /// and enough is free.
     pub(crate) fn release(&self, end: u64) {
-        self.map.u64_at(CONSUMED).fetch_max(end, SeqCst);
+        let consumed = self.map.u64_at(CONSUMED).fetch_max(end, SeqCst).max(end);
         let wake = self.map.u32_at(WAKE);
         wake.fetch_add(1, SeqCst);
-        if self.map.u32_at(SLEEPING).load(SeqCst) != 0 {
+        let wake_at = self.map.u64_at(WAKE_AT).load(SeqCst);
+        if wake_at != 0 && consumed >= wake_at {
             futex_wake(wake);
         }
     }

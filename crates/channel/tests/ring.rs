@@ -1881,41 +1881,43 @@ impl<'de> serde::Deserialize<'de> for SendsWhileEncoding {
 
 #[test]
 fn a_serialize_impl_that_sends_on_the_same_ring_does_not_deadlock() {
-    let (tx, rx) = courier_channel::channel::<SendsWhileEncoding>().expect("channel");
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let sender = std::thread::spawn(move || {
-        SIDE.with(|s| *s.borrow_mut() = Some(tx.clone()));
-        // A few times over: the ring exists (and is locked by the outer
-        // send) from the second time on.
-        for _ in 0..3 {
-            tx.send(SendsWhileEncoding {
-                data: vec![1; 300_000],
-                nested: true.into(),
-            })
-            .expect("outer send");
+    with_fd_baseline("a send from inside an encode", || {
+        let (tx, rx) = courier_channel::channel::<SendsWhileEncoding>().expect("channel");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            SIDE.with(|s| *s.borrow_mut() = Some(tx.clone()));
+            // A few times over: the ring exists (and is locked by the outer
+            // send) from the second time on.
+            for _ in 0..3 {
+                tx.send(SendsWhileEncoding {
+                    data: vec![1; 300_000],
+                    nested: true.into(),
+                })
+                .expect("outer send");
+            }
+            SIDE.with(|s| s.borrow_mut().take());
+            done_tx.send(()).expect("done");
+        });
+        let (mut outer, mut nested) = (0, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while outer < 3 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let v = rx
+                .recv_timeout(left)
+                .expect("a value (the sender must not hang)");
+            match v.data.len() {
+                300_000 => outer += 1,
+                200_000 => nested += 1,
+                other => panic!("a value of {other} bytes"),
+            }
         }
-        SIDE.with(|s| s.borrow_mut().take());
-        done_tx.send(()).expect("done");
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the outer sends returned");
+        sender.join().expect("sender thread");
+        assert!(
+            nested >= 3,
+            "only {nested} nested values before the last outer one"
+        );
     });
-    let (mut outer, mut nested) = (0, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while outer < 3 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let v = rx
-            .recv_timeout(left)
-            .expect("a value (the sender must not hang)");
-        match v.data.len() {
-            300_000 => outer += 1,
-            200_000 => nested += 1,
-            other => panic!("a value of {other} bytes"),
-        }
-    }
-    done_rx
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .expect("the outer sends returned");
-    sender.join().expect("sender thread");
-    assert!(
-        nested >= 3,
-        "only {nested} nested values before the last outer one"
-    );
 }
