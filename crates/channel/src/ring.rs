@@ -228,7 +228,10 @@ impl RingTx {
             // sender a context switch per body.
             let consumed = self.map.u64_at(CONSUMED).load(SeqCst);
             let want = (len + 2 * LINE).max(self.capacity / 4);
-            wake_at.store(consumed.saturating_add(want).min(self.written).max(1), SeqCst);
+            wake_at.store(
+                consumed.saturating_add(want).min(self.written).max(1),
+                SeqCst,
+            );
             if self.place(len, 0)?.is_some() {
                 break true;
             }
