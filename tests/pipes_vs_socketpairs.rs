@@ -434,10 +434,9 @@ fn a_forked_child_holds_close_on_exec_fds_until_it_execs() {
 /// no SIGPIPE even without MSG_NOSIGNAL; a pipe write to a closed reader
 /// raises SIGPIPE, which kills a process at the default disposition. Both
 /// happen in one child: it reports the socket result, then dies on the pipe.
-#[test]
-fn a_seqpacket_send_gives_epipe_a_pipe_write_kills_with_sigpipe() {
-    let mut cmd = common::role("sigpipe_seqpacket_then_pipe");
-    cmd.stdout(Stdio::piped());
+/// Runs `cmd` (stdout piped) to its end (bounded by `Guard`) and returns
+/// its exit status and what it printed.
+fn exit_and_output(cmd: Command) -> (std::process::ExitStatus, String) {
     let mut child = Guard::spawn(cmd);
     let status = child.wait();
     let mut out = String::new();
@@ -445,9 +444,17 @@ fn a_seqpacket_send_gives_epipe_a_pipe_write_kills_with_sigpipe() {
         .0
         .stdout
         .take()
-        .unwrap()
+        .expect("stdout piped")
         .read_to_string(&mut out)
-        .unwrap();
+        .expect("read the child's stdout");
+    (status, out)
+}
+
+#[test]
+fn a_seqpacket_send_gives_epipe_a_pipe_write_kills_with_sigpipe() {
+    let mut cmd = common::role("sigpipe_seqpacket_then_pipe");
+    cmd.stdout(Stdio::piped());
+    let (status, out) = exit_and_output(cmd);
     assert!(
         out.contains("SEQPACKET-EPIPE-ALIVE"),
         "the socket send did not end in EPIPE with the process alive; child said {out:?}, {status:?}"
@@ -933,16 +940,7 @@ fn unprivileged_pipe_max_size_and_fds_in_flight() {
         .env(common::ROLE_ENV, "unprivileged_limits")
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    let mut child = Guard::spawn(cmd);
-    let status = child.wait();
-    let mut out = String::new();
-    child
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (status, out) = exit_and_output(cmd);
     assert!(
         status.success(),
         "child failed: {status:?}; it said {out:?}"
