@@ -4,6 +4,8 @@
 //! `mod common;` (the transport's helpers) before `mod support;`.
 #![allow(dead_code)]
 
+pub mod figures;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
