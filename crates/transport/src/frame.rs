@@ -124,8 +124,12 @@ impl<K: Kind> FrameTransport for Socket<K> {
     /// is skipped: the messages the peer sent before closing are still
     /// queued, and end of stream comes after them. A zero-length read is
     /// end of stream only when the peer has really shut down
-    /// (`POLLRDHUP`); an empty message from a live peer is returned as
-    /// `Some(0)` for the caller to reject.
+    /// (`POLLRDHUP`) and nothing is left queued (`FIONREAD`, which on
+    /// SEQPACKET counts the bytes of every queued message); an empty
+    /// message from a live peer, or from one that left with frames queued
+    /// behind it, is returned as `Some(0)` for the caller to reject. (An
+    /// empty message without fds that was the last thing a departed peer
+    /// sent cannot be told from the end of stream.)
     fn recv_frame(
         &self,
         buf: &mut Vec<u8>,
@@ -148,7 +152,8 @@ impl<K: Kind> FrameTransport for Socket<K> {
                     if K::HAS_EOF
                         && got.len == 0
                         && got.fds == 0
-                        && crate::sys::peer_shut_down(self.as_fd())? =>
+                        && crate::sys::peer_shut_down(self.as_fd())?
+                        && crate::sys::fionread(self.as_fd())? == 0 =>
                 {
                     return Ok(None)
                 }
