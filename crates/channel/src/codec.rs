@@ -580,7 +580,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     let header = Header::parse(frame, fds.len(), limit)?;
     if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
         let attached = if r.attached { fds.pop() } else { None };
-        let ring = rings.ring_for(r, attached)?;
+        let ring = rings.ring_for(r, attached, limit)?;
         let body = ring.body(r.start, header.body_len)?;
         table.clear();
         table.extend(fds.drain(..).map(Some));

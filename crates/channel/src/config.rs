@@ -116,8 +116,10 @@ impl Config {
     /// measure, then the encode into the ring): `Serialize` impls must give
     /// the same output each time and should have no side effects. A ring
     /// whose sending process is killed stays mapped in the receiver (it
-    /// cannot tell) until the receiver is dropped; a receiver maps at most
-    /// eight, and reads further rings frame by frame.
+    /// cannot tell) until the receiver is dropped; a receiver keeps at most
+    /// eight mapped, of at most eight times the largest ring a sender makes
+    /// for its [`limit`](Self::limit) together (four times the limit, at
+    /// least 4 MiB), and reads further rings frame by frame.
     pub fn shared_ring(self, bytes: usize) -> Self {
         Config {
             ring: bytes.min(Self::DEFAULT_RING),

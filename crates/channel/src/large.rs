@@ -12,7 +12,7 @@ use courier_transport::{Wait, MAX_FDS};
 use serde::Serialize;
 
 use crate::codec::{send_fail, Scratch, SendFail, Shared};
-use crate::ring::{Corrupt, RingRx, RingTx, MIN_ACCEPTED, MIN_RING};
+use crate::ring::{Corrupt, RingRx, RingTx, MAX_RING, MIN_ACCEPTED, MIN_RING};
 use crate::wire::{BodyKind, Header, RingRef, HEADER_LEN, RING_FIELDS};
 use crate::{fdtable, ChannelError, FrameError};
 
@@ -182,6 +182,17 @@ fn place(ring: &RingTx, size: u64, skew: u64, wait: Wait) -> Result<Option<u64>,
     }
 }
 
+/// The largest ring a sender makes for values of at most `limit` bytes (see
+/// `RingState::ready`): four times the value, rounded up to a power of
+/// two, between `MIN_RING` and `MAX_RING`.
+fn largest_ring_within(limit: usize) -> u64 {
+    limit
+        .saturating_mul(4)
+        .checked_next_power_of_two()
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_RING, MAX_RING) as u64
+}
+
 /// The rings a receiver has mapped, most recently used last.
 #[derive(Default)]
 pub(crate) struct RingSet {
@@ -190,11 +201,12 @@ pub(crate) struct RingSet {
 
 impl RingSet {
     /// The ring a frame names: one mapped before, or adopted from the fd
-    /// the frame carries.
+    /// the frame carries, for a receiver whose limit is `limit`.
     pub(crate) fn ring_for(
         &mut self,
         r: RingRef,
         attached: Option<OwnedFd>,
+        limit: usize,
     ) -> Result<RingUse<'_>, FrameError> {
         if let Some(index) = self.rings.iter().position(|ring| ring.id() == r.id) {
             return Ok(RingUse::Kept(&self.rings[index])); // a resent fd closes on return
@@ -206,10 +218,21 @@ impl RingSet {
         // read go now (a retiring frame may have been refused, or never
         // sent).
         self.drop_where(RingRx::finished);
-        if self.rings.len() == MAX_RINGS {
-            return Ok(RingUse::Once(RingRx::adopt(fd, r.id, false)?));
+        let ring = RingRx::adopt(fd, r.id, false)?;
+        // Every page of a kept ring that a body was read from stays
+        // resident here, and reading the holes of a sparse ring allocates
+        // them. So the rings kept mapped together are at most MAX_RINGS
+        // times the largest ring a sender makes for values within this
+        // receiver's limit; a ring past that is read for its frame only
+        // (its frames keep carrying the fd), and no peer can make a
+        // receiver hold more.
+        let kept: u64 = self.rings.iter().map(RingRx::capacity).sum();
+        let budget = largest_ring_within(limit).saturating_mul(MAX_RINGS as u64);
+        if self.rings.len() == MAX_RINGS || kept.saturating_add(ring.capacity()) > budget {
+            return Ok(RingUse::Once(ring));
         }
-        self.rings.push(RingRx::adopt(fd, r.id, true)?);
+        ring.acknowledge();
+        self.rings.push(ring);
         Ok(RingUse::Kept(&self.rings[self.rings.len() - 1]))
     }
 

@@ -388,6 +388,17 @@ impl RingRx {
         }
     }
 
+    /// The size of the ring's data area.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Tells the sender this receiver keeps the ring mapped: its frames
+    /// need not carry the fd any more.
+    pub(crate) fn acknowledge(&self) {
+        self.map.u32_at(ACKED).store(1, SeqCst);
+    }
+
     /// Tells the sender this receiver no longer maps the ring: its next
     /// frames carry the fd again.
     pub(crate) fn forget(&self) {
