@@ -85,7 +85,9 @@ impl Config {
     }
 
     /// Encoded values larger than this go through shared memory (capped at
-    /// [`MAX_INLINE_THRESHOLD`](Self::MAX_INLINE_THRESHOLD)).
+    /// [`MAX_INLINE_THRESHOLD`](Self::MAX_INLINE_THRESHOLD)). Values that
+    /// encode to at most 496 bytes always travel inline, whatever the
+    /// threshold: they are encoded on the stack, straight into the frame.
     pub fn inline_threshold(self, bytes: usize) -> Self {
         Config {
             inline_threshold: bytes.min(Self::MAX_INLINE_THRESHOLD),
