@@ -29,19 +29,20 @@
 mod common;
 mod support;
 
-use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::Guard;
-use courier::{from_env, CommandExt, Config, Endpoint, RecvTimeoutError, CHANNEL_ENV};
+use courier::{from_env, Config, Endpoint, RecvTimeoutError, CHANNEL_ENV};
 use serde::{Deserialize, Serialize};
+use support::child::{
+    describe, inherited_channel_fd, protocol_config, spawn_endpoint, spawn_piped,
+};
+use support::fds::{differing, settle, FdTable};
 use support::figures::{scaled, Figures};
-use support::{collect_lines, fdinfo_flags, lines_of, race_spawns, wait_within, Race};
+use support::{collect_lines, fdinfo_flags, race_spawns, wait_within, Race};
 
 /// Parent to child.
 #[derive(Serialize, Deserialize, Debug)]
@@ -66,10 +67,9 @@ type ChildEnd = Endpoint<Up, Down>;
 
 const PROTOCOL: &str = "courier-fork-test";
 
+/// What both ends use.
 fn config() -> Config {
-    Config::new()
-        .protocol(PROTOCOL, 1)
-        .handshake_timeout(common::CHILD_TIMEOUT)
+    protocol_config(PROTOCOL)
 }
 
 /// How long either side waits for an end of stream before calling it
@@ -102,11 +102,7 @@ fn fds_above_stdio() -> Vec<(i32, String)> {
 }
 
 fn fork_child() {
-    let value = std::env::var(CHANNEL_ENV).expect("a channel child has the variable");
-    let own: i32 = value
-        .strip_prefix("seqpacket:")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{CHANNEL_ENV}={value:?}"));
+    let own = inherited_channel_fd();
     // Before anything else opens an fd.
     let holding = fds_above_stdio()
         .into_iter()
@@ -164,7 +160,7 @@ fn micros(d: Duration) -> u64 {
 /// The fds this process holds without close-on-exec: inherited from
 /// whoever started the test (a CI runner, a shell), so every child
 /// inherits them too, by design of that starter, not by courier's doing.
-fn inheritable_fds() -> BTreeMap<i32, PathBuf> {
+fn inheritable_fds() -> FdTable {
     const O_CLOEXEC: u32 = 0o2_000_000;
     common::fd_table()
         .into_iter()
@@ -174,15 +170,9 @@ fn inheritable_fds() -> BTreeMap<i32, PathBuf> {
 
 /// One channel child: spawn, report, round trip, end of stream both ways
 /// (`tag` even: the parent ends first; odd: the child exits at once).
-fn round_trip(tag: u64, allowed: &BTreeMap<i32, PathBuf>, found: &Found) {
-    let mut cmd = common::role("fork_child");
-    let spawned = cmd
-        .spawn_endpoint::<Down, Up>(config())
+fn round_trip(tag: u64, allowed: &FdTable, found: &Found) {
+    let (mut child, ep): (_, ParentEnd) = spawn_endpoint(common::role("fork_child"), config())
         .unwrap_or_else(|e| panic!("spawn {tag}: {e}"));
-    drop(cmd);
-    let mut child = Guard(spawned.child);
-    let ep: ParentEnd = spawned.endpoint;
-    drop(spawned.pidfd);
     let recv = |ep: &ParentEnd, child: &mut Guard| match ep.recv_timeout(common::CHILD_TIMEOUT) {
         Ok(up) => up,
         Err(e) => {
@@ -239,25 +229,20 @@ fn round_trip(tag: u64, allowed: &BTreeMap<i32, PathBuf>, found: &Found) {
         Some(status) if status.code() == Some(MISSED_EOF) => {
             found.missed(format!("spawn {tag}: the child got no end of stream"))
         }
-        Some(status) => panic!(
-            "spawn {tag}: child ended {status:?} (signal {:?})",
-            status.signal()
-        ),
+        Some(status) => panic!("spawn {tag}: child ended {}", describe(status)),
         None => panic!("spawn {tag}: the child did not exit within {EOF_BOUND:?}"),
     }
 }
 
 /// An unrelated process: what it holds that it should not (`None` when
 /// nothing).
-fn probe(allowed: &BTreeMap<i32, PathBuf>) -> Option<String> {
+fn probe(allowed: &FdTable) -> Option<String> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(r#"echo "env=${COURIER_CHANNEL-unset}"; exec ls -l /proc/self/fd"#)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut child = Guard::spawn(cmd);
-    let lines = lines_of(child.0.stdout.take().expect("stdout"));
+    let (mut child, lines) = spawn_piped(cmd);
     let out = collect_lines(&lines, common::CHILD_TIMEOUT);
     let status = wait_within(&mut child, common::CHILD_TIMEOUT).expect("probe exits");
     assert!(status.success(), "probe failed: {status:?}: {out:?}");
@@ -316,16 +301,8 @@ fn fork_races_leak_no_fd_and_miss_no_end_of_stream() {
     );
     let elapsed = started.elapsed();
     // The probes' output readers may still be closing their pipe ends.
-    let settle = Instant::now() + Duration::from_secs(5);
-    let mut after = common::fd_table();
-    while after != before && Instant::now() < settle {
-        std::thread::sleep(Duration::from_millis(10));
-        after = common::fd_table();
-    }
-    let fds_leaked = after
-        .iter()
-        .filter(|(fd, target)| before.get(fd) != Some(target))
-        .count();
+    let after = settle(&before, Duration::from_secs(5));
+    let fds_leaked = differing(&after, &before).len();
 
     for leak in &leaks {
         found.leak(leak.clone());

@@ -1,4 +1,4 @@
-//! Figures for the reliability suites (`tests/reliability_*.rs`): how
+//! Figures for the reliability suites (`tests/reliability_*`): how
 //! much work a run does (short in CI, long with `COURIER_SOAK=1`), and one
 //! `figures:` line per suite, printed and, when `COURIER_FIGURES` names a
 //! file, appended to it (the source of `docs/reliability.md`'s table).

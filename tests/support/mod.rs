@@ -1,10 +1,19 @@
 //! Helpers shared by the facade's cross-process tests (`spawn.rs`,
-//! `fallback.rs`): reading a child's output with bounded waits, waiting for
-//! a child, and reading this process's fd flags. Each test file declares
+//! `fallback.rs`, the `reliability_*` suites): reading a child's output
+//! with bounded waits, waiting for a child, and reading this process's fd
+//! flags; the modules below hold one topic each. Each test file declares
 //! `mod common;` (the transport's helpers) before `mod support;`.
 #![allow(dead_code)]
 
+pub mod child;
+pub mod env;
+pub mod fds;
 pub mod figures;
+pub mod limits;
+pub mod memfd;
+pub mod report;
+pub mod rng;
+pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, ExitStatus};
