@@ -21,15 +21,15 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8], wait: Wait) -> io::Result
         return Err(not_ready(wait));
     }
     loop {
-        match nix::unistd::read(fd, buf) {
-            Err(Errno::EINTR) => continue,
+        match courier_transport::pipe::read(fd, buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // An fd someone else made non-blocking: wait as asked.
-            Err(Errno::EAGAIN) => {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !ready(fd, PollFlags::POLLIN, wait)? {
                     return Err(not_ready(wait));
                 }
             }
-            other => return Ok(other?),
+            other => return other,
         }
     }
 }

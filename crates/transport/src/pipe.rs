@@ -21,6 +21,19 @@ pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     sys::fionread(fd)
 }
 
+/// `read(2)` of what is there, once: at least one byte, or 0 at end of
+/// stream (an `EINTR` is returned, not retried). Like
+/// [`std::io::Read::read`] on the fd, without libc's wrapper (a thread
+/// cancellation point whose bookkeeping Rust code never needs).
+///
+/// # Errors
+///
+/// The kernel's.
+#[inline]
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    sys::read(fd, buf)
+}
+
 /// `writev(2)` that never raises SIGPIPE: a write to a pipe or stream
 /// whose reader is gone fails with [`io::ErrorKind::BrokenPipe`] and the
 /// process lives, whatever the SIGPIPE disposition.

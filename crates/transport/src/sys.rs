@@ -122,14 +122,21 @@ pub(crate) fn sendmsg(
 #[allow(unsafe_code)]
 #[inline]
 fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: MsgFlags) -> io::Result<usize> {
+    // The syscall itself, not libc's `send`: the libc wrapper is a thread
+    // cancellation point, and entering and leaving it costs two atomic
+    // operations per call, which Rust code (never cancelled) does not need.
     // SAFETY: `buf` is a live borrow of `buf.len()` bytes that the kernel
-    // only reads during the call.
+    // only reads during the call; sendto(2) with a null address and length
+    // 0 is send(2).
     let ret = unsafe {
-        libc::send(
+        libc::syscall(
+            libc::SYS_sendto,
             fd.as_raw_fd(),
-            buf.as_ptr().cast(),
+            buf.as_ptr(),
             buf.len(),
             (flags | SEND_FLAGS).bits(),
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
         )
     };
     Ok(Errno::result(ret)? as usize)
@@ -172,10 +179,18 @@ pub(crate) fn recvmsg(
         hdr.msg_control = control.as_mut_ptr().cast();
         hdr.msg_controllen = control.len() as _;
     }
+    // The syscall itself, not libc's wrapper (see `send`).
     // SAFETY: every pointer in `hdr` points into an exclusive borrow that
     // outlives this call (`bufs`, `control`, `name`), with its true length
     // beside it; the kernel writes at most that many bytes through each.
-    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, (flags | RECV_FLAGS).bits()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_recvmsg,
+            fd.as_raw_fd(),
+            std::ptr::from_mut(&mut hdr),
+            (flags | RECV_FLAGS).bits(),
+        )
+    };
     let len = Errno::result(ret)? as usize;
     Ok(RawRecv {
         len,
@@ -431,6 +446,17 @@ fn thread_sigpipe_pending() -> bool {
         .is_none_or(|mask| mask & (1 << (libc::SIGPIPE - 1)) != 0)
 }
 
+/// read(2), once (no retry on EINTR). The syscall itself, not libc's
+/// wrapper: see `send`.
+#[allow(unsafe_code)]
+#[inline]
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is an exclusive borrow of `buf.len()` bytes; the
+    // kernel writes at most that many.
+    let ret = unsafe { libc::syscall(libc::SYS_read, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    Ok(Errno::result(ret)? as usize)
+}
+
 /// `RWF_NOSIGNAL` (Linux 6.18+): a write to a pipe or socket whose reader
 /// is gone fails with `EPIPE` without raising SIGPIPE.
 pub(crate) const RWF_NOSIGNAL: libc::c_int = 0x100;
@@ -447,7 +473,20 @@ pub(crate) fn pwritev2(
     loop {
         // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`; `bufs`
         // is a live slice of `count` of them, only read by the kernel.
-        let ret = unsafe { libc::pwritev2(fd.as_raw_fd(), bufs.as_ptr().cast(), count, -1, flags) };
+        // (The syscall itself, not libc's wrapper: see `send`. The offset
+        // -1, the current position, goes in the low word; the high word
+        // is unused on 64-bit.)
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pwritev2,
+                fd.as_raw_fd(),
+                bufs.as_ptr(),
+                count,
+                -1 as libc::c_long,
+                0 as libc::c_long,
+                flags,
+            )
+        };
         match Errno::result(ret) {
             Ok(n) => return Ok(n as usize),
             Err(Errno::EINTR) => continue,

@@ -42,6 +42,7 @@ impl Wait {
 /// blocking). When `poll_when_blocking` is set the fd is non-blocking by
 /// design (a listener), so [`Wait::Block`] polls without a deadline instead of
 /// relying on the call to block.
+#[inline]
 pub(crate) fn run<T>(
     fd: BorrowedFd<'_>,
     wait: Wait,
