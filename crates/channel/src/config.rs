@@ -120,8 +120,9 @@ impl Config {
     /// whose sending process is killed stays mapped in the receiver (it
     /// cannot tell) until the receiver is dropped; a receiver keeps at most
     /// eight mapped, of at most eight times the largest ring a sender makes
-    /// for its [`limit`](Self::limit) together (four times the limit, at
-    /// least 4 MiB), and reads further rings frame by frame.
+    /// for its [`limit`](Self::limit) together (four times the limit
+    /// rounded up to a power of two, between 4 MiB and 64 MiB: 512 MiB in
+    /// all at the default limit), and reads further rings frame by frame.
     pub fn shared_ring(self, bytes: usize) -> Self {
         Config {
             ring: bytes.min(Self::DEFAULT_RING),

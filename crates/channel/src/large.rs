@@ -225,7 +225,7 @@ impl RingSet {
         // times the largest ring a sender makes for values within this
         // receiver's limit; a ring past that is read for its frame only
         // (its frames keep carrying the fd), and no peer can make a
-        // receiver hold more.
+        // receiver keep more mapped.
         let kept: u64 = self.rings.iter().map(RingRx::capacity).sum();
         let budget = largest_ring_within(limit).saturating_mul(MAX_RINGS as u64);
         if self.rings.len() == MAX_RINGS || kept.saturating_add(ring.capacity()) > budget {

@@ -128,8 +128,8 @@ impl<K: Kind> FrameTransport for Socket<K> {
     /// SEQPACKET counts the bytes of every queued message); an empty
     /// message from a live peer, or from one that left with frames queued
     /// behind it, is returned as `Some(0)` for the caller to reject. (An
-    /// empty message without fds that was the last thing a departed peer
-    /// sent cannot be told from the end of stream.)
+    /// empty message without fds followed only by empty messages from a
+    /// departed peer cannot be told from the end of stream.)
     fn recv_frame(
         &self,
         buf: &mut Vec<u8>,

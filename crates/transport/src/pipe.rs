@@ -22,7 +22,7 @@ pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
 }
 
 /// `read(2)` of what is there, once: at least one byte, or 0 at end of
-/// stream (an `EINTR` is returned, not retried). Like
+/// stream or for an empty `buf` (an `EINTR` is returned, not retried). Like
 /// [`std::io::Read::read`] on the fd, without libc's wrapper (a thread
 /// cancellation point whose bookkeeping Rust code never needs).
 ///

@@ -122,23 +122,31 @@ pub(crate) fn sendmsg(
 #[allow(unsafe_code)]
 #[inline]
 fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: MsgFlags) -> io::Result<usize> {
-    // The syscall itself, not libc's `send`: the libc wrapper is a thread
-    // cancellation point, and entering and leaving it costs two atomic
-    // operations per call, which Rust code (never cancelled) does not need.
+    let flags = (flags | SEND_FLAGS).bits();
+    // On 64-bit Linux the syscall itself, not libc's `send`: the libc
+    // wrapper is a thread cancellation point, and entering and leaving it
+    // costs two atomic operations per call, which Rust code (never
+    // cancelled) does not need. Integer arguments are passed as `c_long`,
+    // as the C library's own syscall macros do. Elsewhere (32-bit targets,
+    // where socket calls may go through socketcall), libc's wrapper.
+    #[cfg(target_pointer_width = "64")]
     // SAFETY: `buf` is a live borrow of `buf.len()` bytes that the kernel
     // only reads during the call; sendto(2) with a null address and length
     // 0 is send(2).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_sendto,
-            fd.as_raw_fd(),
+            libc::c_long::from(fd.as_raw_fd()),
             buf.as_ptr(),
             buf.len(),
-            (flags | SEND_FLAGS).bits(),
+            libc::c_long::from(flags),
             std::ptr::null::<libc::sockaddr>(),
-            0 as libc::socklen_t,
+            0 as libc::c_long,
         )
     };
+    #[cfg(not(target_pointer_width = "64"))]
+    // SAFETY: as above.
+    let ret = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
     Ok(Errno::result(ret)? as usize)
 }
 
@@ -179,18 +187,23 @@ pub(crate) fn recvmsg(
         hdr.msg_control = control.as_mut_ptr().cast();
         hdr.msg_controllen = control.len() as _;
     }
-    // The syscall itself, not libc's wrapper (see `send`).
+    let flags = (flags | RECV_FLAGS).bits();
+    // The syscall itself on 64-bit, not libc's wrapper (see `send`).
+    #[cfg(target_pointer_width = "64")]
     // SAFETY: every pointer in `hdr` points into an exclusive borrow that
     // outlives this call (`bufs`, `control`, `name`), with its true length
     // beside it; the kernel writes at most that many bytes through each.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_recvmsg,
-            fd.as_raw_fd(),
+            libc::c_long::from(fd.as_raw_fd()),
             std::ptr::from_mut(&mut hdr),
-            (flags | RECV_FLAGS).bits(),
+            libc::c_long::from(flags),
         )
     };
+    #[cfg(not(target_pointer_width = "64"))]
+    // SAFETY: as above.
+    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, flags) };
     let len = Errno::result(ret)? as usize;
     Ok(RawRecv {
         len,
@@ -446,14 +459,25 @@ fn thread_sigpipe_pending() -> bool {
         .is_none_or(|mask| mask & (1 << (libc::SIGPIPE - 1)) != 0)
 }
 
-/// read(2), once (no retry on EINTR). The syscall itself, not libc's
-/// wrapper: see `send`.
+/// read(2), once (no retry on EINTR). The syscall itself on 64-bit, not
+/// libc's wrapper: see `send`.
 #[allow(unsafe_code)]
 #[inline]
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    #[cfg(target_pointer_width = "64")]
     // SAFETY: `buf` is an exclusive borrow of `buf.len()` bytes; the
     // kernel writes at most that many.
-    let ret = unsafe { libc::syscall(libc::SYS_read, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_read,
+            libc::c_long::from(fd.as_raw_fd()),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    #[cfg(not(target_pointer_width = "64"))]
+    // SAFETY: as above.
+    let ret = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
     Ok(Errno::result(ret)? as usize)
 }
 
@@ -471,22 +495,27 @@ pub(crate) fn pwritev2(
 ) -> io::Result<usize> {
     let count = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
     loop {
+        // The syscall itself on 64-bit, not libc's wrapper (see `send`).
+        // The kernel takes the offset as two words, low then high, and
+        // joins them as `high << BITS_PER_LONG | low`: on 64-bit the high
+        // word is shifted out, so -1 (the current position) is (-1, 0).
+        #[cfg(target_pointer_width = "64")]
         // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`; `bufs`
         // is a live slice of `count` of them, only read by the kernel.
-        // (The syscall itself, not libc's wrapper: see `send`. The offset
-        // -1, the current position, goes in the low word; the high word
-        // is unused on 64-bit.)
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_pwritev2,
-                fd.as_raw_fd(),
+                libc::c_long::from(fd.as_raw_fd()),
                 bufs.as_ptr(),
-                count,
+                libc::c_long::from(count),
                 -1 as libc::c_long,
                 0 as libc::c_long,
-                flags,
+                libc::c_long::from(flags),
             )
         };
+        #[cfg(not(target_pointer_width = "64"))]
+        // SAFETY: as above.
+        let ret = unsafe { libc::pwritev2(fd.as_raw_fd(), bufs.as_ptr().cast(), count, -1, flags) };
         match Errno::result(ret) {
             Ok(n) => return Ok(n as usize),
             Err(Errno::EINTR) => continue,
