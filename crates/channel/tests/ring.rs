@@ -718,50 +718,42 @@ fn hostile_ring_frames_are_refused_typed_and_close_their_fds() {
         ] {
             bad_memory(what, refused(what, frame(0, 1, glen, id, 0), &[fd]));
         }
-        let e = refused("attached flag, no fd", frame(0, 1, glen, ring.id, 0), &[]);
-        assert_eq!(
-            e,
-            FrameError::FdCountMismatch {
-                declared: 1,
-                received: 0
-            }
-        );
-        let e = refused(
-            "one user fd declared, only the ring sent",
-            frame(1, 1, glen, ring.id, 0),
-            &[ring.fd()],
-        );
-        assert_eq!(
-            e,
-            FrameError::FdCountMismatch {
-                declared: 2,
-                received: 1
-            }
-        );
-        let e = refused(
-            "an fd without the attached flag",
-            frame(0, 0, glen, ring.id, 0),
-            &[ring.fd()],
-        );
-        assert_eq!(
-            e,
-            FrameError::FdCountMismatch {
-                declared: 0,
-                received: 1
-            }
-        );
-        let e = refused(
-            "user fd and ring, three sent",
-            frame(1, 1, glen, ring.id, 0),
-            &[dev.as_fd(), pipe_w.as_fd(), ring.fd()],
-        );
-        assert_eq!(
-            e,
-            FrameError::FdCountMismatch {
-                declared: 2,
-                received: 3
-            }
-        );
+        // (what, user fds declared, flags, fds sent, declared, received)
+        let counts = [
+            ("attached flag, no fd", 0, 1, vec![], 1, 0),
+            (
+                "one user fd declared, only the ring sent",
+                1,
+                1,
+                vec![ring.fd()],
+                2,
+                1,
+            ),
+            (
+                "an fd without the attached flag",
+                0,
+                0,
+                vec![ring.fd()],
+                0,
+                1,
+            ),
+            (
+                "user fd and ring, three sent",
+                1,
+                1,
+                vec![dev.as_fd(), pipe_w.as_fd(), ring.fd()],
+                2,
+                3,
+            ),
+        ];
+        for (what, user_fds, flags, sent, declared, received) in counts {
+            let e = refused(what, frame(user_fds, flags, glen, ring.id, 0), &sent);
+            assert_eq!(
+                e,
+                FrameError::FdCountMismatch { declared, received },
+                "{what}"
+            );
+        }
         for flags in [0x02, 0x80, 0x81, 0xff] {
             let e = refused(
                 &format!("flags {flags:#04x}"),
