@@ -23,13 +23,14 @@
 //! a case budget.
 
 mod common;
+#[path = "shared/proptest_run.rs"]
+mod proptest_run;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{IoSlice, PipeReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
-use std::time::Instant;
 
 use common::{
     assert_fds_back, body_of, devnull, fd_lock, fd_table, inline_frame, memfd, sealed_memfd,
@@ -44,29 +45,11 @@ use nix::fcntl::SealFlag;
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde::{Deserialize, Serialize};
 
 /// The seed used unless `PROPTEST_RNG_SEED` sets one.
 const SEED: u64 = 0x636f_7572_6965_7201;
-
-/// A bounded configuration: `default_cases` unless `PROPTEST_CASES` says
-/// otherwise, the fixed [`SEED`] unless `PROPTEST_RNG_SEED` says
-/// otherwise, shrinking bounded in time, no failure files.
-fn config(default_cases: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default(); // reads PROPTEST_* variables
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = default_cases;
-    }
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(SEED);
-    }
-    if config.max_shrink_time == 0 {
-        config.max_shrink_time = 20_000;
-    }
-    config.failure_persistence = None;
-    config
-}
 
 /// Runs property `name` over `strategy` with the fd lock held (every case
 /// opens fds; several compare the fd table), and prints its figures.
@@ -77,17 +60,12 @@ fn check<S: Strategy>(
     test: impl Fn(S::Value) -> Result<(), TestCaseError>,
 ) {
     let _lock = fd_lock();
-    let config = config(default_cases);
-    let (cases, seed) = (config.cases, config.rng_seed);
-    let start = Instant::now();
-    let result = TestRunner::new(config).run(&strategy, test);
-    eprintln!(
-        "properties: test={name} cases={cases} seed={seed} elapsed={:.3}s",
-        start.elapsed().as_secs_f64()
+    proptest_run::run(
+        name,
+        proptest_run::config(default_cases, SEED),
+        strategy,
+        test,
     );
-    if let Err(e) = result {
-        panic!("{name} (seed {seed}): {e}");
-    }
 }
 
 // ------------------------------------------------------------- the values

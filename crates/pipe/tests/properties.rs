@@ -19,12 +19,13 @@
 //! The `pipe_framing` fuzz target in `fuzz/` (nightly) checks the same
 //! reference reading without a case budget, and the heap it takes.
 
+#[path = "../../channel/tests/shared/proptest_run.rs"]
+mod proptest_run;
 mod util;
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
-use std::time::Instant;
 
 use courier_channel::{
     Bytes, ChannelError, Config, FrameError, Receiver, RecvTimeoutError, Sender, TryRecvError,
@@ -35,7 +36,7 @@ use courier_transport::{FrameTransport, TransportError, Wait};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde::{Deserialize, Serialize};
 use util::{after_ms, fed_transport, raw_pipe, wire};
 
@@ -45,24 +46,6 @@ const SEED: u64 = 0x636f_7572_6965_7202;
 /// How long a receive may wait for bytes that were written before it.
 const WAIT_MS: u64 = 5_000;
 
-/// A bounded configuration: `default_cases` unless `PROPTEST_CASES` says
-/// otherwise, the fixed [`SEED`] unless `PROPTEST_RNG_SEED` says
-/// otherwise, shrinking bounded in time, no failure files.
-fn config(default_cases: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default(); // reads PROPTEST_* variables
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = default_cases;
-    }
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(SEED);
-    }
-    if config.max_shrink_time == 0 {
-        config.max_shrink_time = 20_000;
-    }
-    config.failure_persistence = None;
-    config
-}
-
 /// Runs property `name` over `strategy` and prints its figures.
 fn check<S: Strategy>(
     name: &str,
@@ -70,17 +53,12 @@ fn check<S: Strategy>(
     strategy: S,
     test: impl Fn(S::Value) -> Result<(), TestCaseError>,
 ) {
-    let config = config(default_cases);
-    let (cases, seed) = (config.cases, config.rng_seed);
-    let start = Instant::now();
-    let result = TestRunner::new(config).run(&strategy, test);
-    eprintln!(
-        "properties: test={name} cases={cases} seed={seed} elapsed={:.3}s",
-        start.elapsed().as_secs_f64()
+    proptest_run::run(
+        name,
+        proptest_run::config(default_cases, SEED),
+        strategy,
+        test,
     );
-    if let Err(e) = result {
-        panic!("{name} (seed {seed}): {e}");
-    }
 }
 
 /// `stream` split at `cuts` (indices into it, in any order).
