@@ -1412,29 +1412,36 @@ fn drain(
     }
 }
 
-fn travel_receiver() {
+/// The child's side of a handover: the control endpoint, what the parent
+/// handed over, and a report that already says whether the ballast that
+/// came with it is intact.
+fn take_handover() -> (Endpoint<Report, Handover>, Handover, Report) {
     let conn = connect_to_parent();
     let ctl = Endpoint::<Report, Handover>::from_socket(conn, Config::new());
-    let Handover::Receiver(rx, ballast) = ctl.recv_timeout(LARGE_TIMEOUT).expect("handover") else {
-        panic!("expected a receiver")
+    let handover = ctl.recv_timeout(LARGE_TIMEOUT).expect("handover");
+    let ballast = match &handover {
+        Handover::Receiver(_, ballast) | Handover::Endpoint(_, ballast) => ballast,
     };
-    let mut report = Report {
-        error: pattern_error(&ballast, BALLAST.0, BALLAST.1),
+    let report = Report {
+        error: pattern_error(ballast, BALLAST.0, BALLAST.1),
         ..Report::default()
+    };
+    (ctl, handover, report)
+}
+
+fn travel_receiver() {
+    let (ctl, handover, mut report) = take_handover();
+    let Handover::Receiver(rx, _) = handover else {
+        panic!("expected a receiver")
     };
     drain(&mut report, || rx.recv_timeout(LARGE_TIMEOUT));
     ctl.send(report).expect("report");
 }
 
 fn travel_endpoint() {
-    let conn = connect_to_parent();
-    let ctl = Endpoint::<Report, Handover>::from_socket(conn, Config::new());
-    let Handover::Endpoint(ep, ballast) = ctl.recv_timeout(LARGE_TIMEOUT).expect("handover") else {
+    let (ctl, handover, mut report) = take_handover();
+    let Handover::Endpoint(ep, _) = handover else {
         panic!("expected an endpoint")
-    };
-    let mut report = Report {
-        error: pattern_error(&ballast, BALLAST.0, BALLAST.1),
-        ..Report::default()
     };
     if drain(&mut report, || ep.recv_timeout(LARGE_TIMEOUT)).is_some() {
         for tag in ECHO_TAGS {
