@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     travelled: AtomicBool,
     /// The shared ring of large bodies (socket links with a ring allowed).
     pub(crate) ring: Option<Mutex<RingState>>,
+    /// [`peer_terms`](Self::peer_terms), worked out once.
+    terms: (usize, bool),
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
         }
         let ring = (link.transport().supports_fds() && config.get_shared_ring() > 0)
             .then(|| Mutex::new(RingState::default()));
+        let terms = terms(&config, peer.as_ref(), link.transport().supports_fds());
         Arc::new(Shared {
             link,
             config,
@@ -111,6 +114,7 @@ impl Shared {
             senders: AtomicUsize::new(0),
             travelled: AtomicBool::new(false),
             ring,
+            terms,
         })
     }
 
@@ -145,21 +149,27 @@ impl Shared {
     }
 
     /// The largest value the peer receives, and whether it takes fds.
+    #[inline]
     fn peer_terms(&self) -> (usize, bool) {
-        let own = self.config.get_limit();
-        match &self.peer {
-            Some(p) => {
-                let mut limit = own.min(usize::try_from(p.limit).unwrap_or(usize::MAX));
-                if !p.accepts_fds && self.link.transport().supports_fds() {
-                    // No memfd either: everything travels inline, and a
-                    // socket receiver takes inline frames up to
-                    // MAX_INLINE_FRAME.
-                    limit = limit.min(Config::MAX_INLINE_THRESHOLD);
-                }
-                (limit, p.accepts_fds)
+        self.terms
+    }
+}
+
+/// The largest value a peer that announced `peer` (if any) receives over a
+/// link that carries fds or not, and whether it takes fds.
+fn terms(config: &Config, peer: Option<&Hello>, link_fds: bool) -> (usize, bool) {
+    let own = config.get_limit();
+    match peer {
+        Some(p) => {
+            let mut limit = own.min(usize::try_from(p.limit).unwrap_or(usize::MAX));
+            if !p.accepts_fds && link_fds {
+                // No memfd either: everything travels inline, and a socket
+                // receiver takes inline frames up to MAX_INLINE_FRAME.
+                limit = limit.min(Config::MAX_INLINE_THRESHOLD);
             }
-            None => (own, true),
+            (limit, p.accepts_fds)
         }
+        None => (own, true),
     }
 }
 
@@ -205,9 +215,9 @@ thread_local! {
 /// Encodes `value` and sends it as one frame under `wait`.
 #[allow(unsafe_code)]
 pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Result<(), SendFail> {
-    // Most values are small: encoded on the stack, they touch no
-    // thread-local and no heap (unless they hold fds). The buffer is not
-    // zeroed first: that alone cost as much as the rest of the encode.
+    // Most values are small: encoded on the stack, they touch no heap. The
+    // buffer is not zeroed first: that alone cost as much as the rest of
+    // the encode.
     let mut frame = [MaybeUninit::<u8>::uninit(); STACK_FRAME];
     let (header, body) = frame.split_at_mut(HEADER_LEN);
     for byte in header {
@@ -217,7 +227,7 @@ pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Resu
     let encoded = fdtable::encoding(&mut fds, || {
         postcard::serialize_with_flavor(value, Fixed::new(body))
     });
-    match encoded {
+    let sent = match encoded {
         Ok(len) => {
             let written = &mut frame[..HEADER_LEN + len];
             // SAFETY: the header bytes were zeroed above and the flavor wrote
@@ -225,10 +235,14 @@ pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Resu
             // initialized; `MaybeUninit<u8>` has the layout of `u8`.
             let written = unsafe { &mut *(std::ptr::from_mut(written) as *mut [u8]) };
             let terms = shared.peer_terms();
-            return send_inline(shared, written, &fds, wait, terms);
+            Some(send_inline(shared, written, &fds, wait, terms))
         }
-        Err(postcard::Error::SerializeBufferFull) => drop(fds), // larger: below
-        Err(e) => return Err(SendFail::Failed(ChannelError::Encode(e))),
+        Err(postcard::Error::SerializeBufferFull) => None, // larger: below
+        Err(e) => Some(Err(SendFail::Failed(ChannelError::Encode(e)))),
+    };
+    fdtable::recycle(fds); // closes the copies, sent or not
+    if let Some(sent) = sent {
+        return sent;
     }
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut scratch) => {
@@ -311,15 +325,26 @@ fn send_inline(
         ring: None,
     }
     .write(&mut frame[..HEADER_LEN]);
-    let fds: Vec<BorrowedFd<'_>> = if fds.is_empty() {
-        Vec::new()
-    } else {
-        fds.iter().map(AsFd::as_fd).collect()
-    };
     shared
         .link
-        .send_frame(&[IoSlice::new(frame)], &fds, wait)
+        .send_frame(&[IoSlice::new(frame)], borrowed(fds), wait)
         .map_err(send_fail)
+}
+
+// `borrowed` reads a slice of owned fds as borrowed ones.
+static_assertions::assert_eq_size!(OwnedFd, BorrowedFd<'static>);
+static_assertions::assert_eq_align!(OwnedFd, BorrowedFd<'static>);
+
+/// `fds` as borrowed fds, in place: no vector is built per send.
+#[allow(unsafe_code)]
+#[inline]
+fn borrowed(fds: &[OwnedFd]) -> &[BorrowedFd<'_>] {
+    // SAFETY: `OwnedFd` and `BorrowedFd` are both `repr(transparent)` over
+    // the fd number (std documents that each "has the representation of a
+    // host file descriptor"; size and alignment are asserted above), so
+    // the elements of `fds` are valid `BorrowedFd`s; the result borrows
+    // `fds`, so every fd stays open for as long as it is used.
+    unsafe { std::slice::from_raw_parts(fds.as_ptr().cast::<BorrowedFd<'_>>(), fds.len()) }
 }
 
 /// Sends a value above the inline threshold: through the ring, or in a
@@ -496,6 +521,7 @@ impl postcard::ser_flavors::Flavor for Capped<'_> {
     }
 }
 
+#[cold]
 pub(crate) fn send_fail(e: io::Error) -> SendFail {
     match e.kind() {
         io::ErrorKind::WouldBlock => SendFail::Full,
@@ -540,23 +566,7 @@ pub(crate) fn recv<T: DeserializeOwned>(
     let len = match got {
         Ok(Some(len)) => len,
         Ok(None) => return Err(RecvFail::Disconnected),
-        Err(e) => {
-            return Err(match e.kind() {
-                io::ErrorKind::WouldBlock => RecvFail::Empty,
-                io::ErrorKind::TimedOut => RecvFail::Timeout,
-                _ => RecvFail::Failed(match TransportError::of(&e) {
-                    // The fds were closed on arrival (by the kernel, or by
-                    // the transport for the ones that did fit).
-                    Some(TransportError::FdsTruncated { .. }) if !accept_fds => {
-                        ChannelError::FdsNotAccepted
-                    }
-                    Some(&TransportError::Truncated { len, .. }) => {
-                        FrameError::TooLong { len, max: max_len }.into()
-                    }
-                    _ => ChannelError::Io(e),
-                }),
-            });
-        }
+        Err(e) => return Err(recv_fail(e, accept_fds, max_len)),
     };
     let result = decode(
         &state.frame[..len],
@@ -567,6 +577,26 @@ pub(crate) fn recv<T: DeserializeOwned>(
     );
     state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
     result.map_err(RecvFail::Failed)
+}
+
+/// Why a frame could not be received.
+#[cold]
+fn recv_fail(e: io::Error, accept_fds: bool, max_len: usize) -> RecvFail {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => RecvFail::Empty,
+        io::ErrorKind::TimedOut => RecvFail::Timeout,
+        _ => RecvFail::Failed(match TransportError::of(&e) {
+            // The fds were closed on arrival (by the kernel, or by the
+            // transport for the ones that did fit).
+            Some(TransportError::FdsTruncated { .. }) if !accept_fds => {
+                ChannelError::FdsNotAccepted
+            }
+            Some(&TransportError::Truncated { len, .. }) => {
+                FrameError::TooLong { len, max: max_len }.into()
+            }
+            _ => ChannelError::Io(e),
+        }),
+    }
 }
 
 /// Validates a frame and decodes its body with its fds.

@@ -45,6 +45,9 @@ thread_local! {
     /// Copies collected by the encodes in progress on this thread.
     static OUT_LEN: Cell<usize> = const { Cell::new(0) };
     static OUT_FDS: RefCell<Vec<OwnedFd>> = const { RefCell::new(Vec::new()) };
+    /// An empty vector with capacity, from [`recycle`]: the next message
+    /// with fds takes it, so fds cost no allocation in steady state.
+    static SPARE: Cell<Vec<OwnedFd>> = const { Cell::new(Vec::new()) };
     static IN: Cell<In> = const { Cell::new(In::Off) };
     /// The first out-of-range index seen in an `Empty` scope.
     static IN_EMPTY_VIOLATION: Cell<Option<u32>> = const { Cell::new(None) };
@@ -58,6 +61,7 @@ struct Incoming {
 }
 
 /// Runs `encode` with fd fields collected into `fds` (after what it holds).
+#[inline]
 pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) -> R {
     let base = OUT_LEN.get();
     // Restores the outer scope and takes this scope's copies back out of
@@ -69,13 +73,11 @@ pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) ->
         fds: &'a mut Vec<OwnedFd>,
     }
     impl Drop for Leave<'_> {
+        #[inline]
         fn drop(&mut self) {
             OUT.set(self.outer);
             if OUT_LEN.get() > self.base {
-                OUT_LEN.set(self.base);
-                let mine: Vec<OwnedFd> =
-                    OUT_FDS.with(|t| t.borrow_mut().drain(self.base..).collect());
-                self.fds.extend(mine);
+                take_collected(self.base, self.fds);
             }
         }
     }
@@ -85,6 +87,30 @@ pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) ->
         fds,
     };
     encode()
+}
+
+/// Moves the copies collected since `base` out of `OUT_FDS` into `fds`.
+#[inline(never)]
+fn take_collected(base: usize, fds: &mut Vec<OwnedFd>) {
+    if fds.capacity() == 0 {
+        // `try_with` here and in `recycle`: sends from a thread-local's
+        // destructor still work (without the spare).
+        if let Ok(spare) = SPARE.try_with(Cell::take) {
+            *fds = spare;
+        }
+    }
+    OUT_LEN.set(base);
+    OUT_FDS.with(|t| fds.extend(t.borrow_mut().drain(base..)));
+}
+
+/// Closes the fds in `fds` and keeps the vector's memory for the next
+/// message with fds on this thread.
+#[inline]
+pub(crate) fn recycle(mut fds: Vec<OwnedFd>) {
+    if fds.capacity() > 0 {
+        fds.clear();
+        let _ = SPARE.try_with(|spare| spare.set(fds));
+    }
 }
 
 /// Runs `measure` (an encoding whose output is only counted) with fd
@@ -129,6 +155,7 @@ pub(crate) fn push(fd: BorrowedFd<'_>) -> Result<u32, String> {
 /// Runs `decode` with `fds` as the incoming table. Returns its result, and
 /// the violation an fd field recorded, or `FdsLeftOver` when fds were not
 /// used. Every fd still in the table afterwards is closed.
+#[inline]
 pub(crate) fn decoding<R>(
     fds: &mut Vec<Option<OwnedFd>>,
     decode: impl FnOnce() -> R,
@@ -136,6 +163,15 @@ pub(crate) fn decoding<R>(
     if fds.is_empty() {
         return decoding_empty(decode);
     }
+    decoding_table(fds, decode)
+}
+
+/// `decoding` of a frame with fds: the table is installed.
+#[inline(never)]
+fn decoding_table<R>(
+    fds: &mut Vec<Option<OwnedFd>>,
+    decode: impl FnOnce() -> R,
+) -> (R, Option<ChannelError>) {
     /// Puts the outer scope back, also when `decode` panics. `outer_table`
     /// is `None` once the normal path has put the outer table back itself.
     struct Leave {
@@ -179,6 +215,7 @@ pub(crate) fn decoding<R>(
 }
 
 /// `decoding` of a frame without fds: only cells change.
+#[inline]
 fn decoding_empty<R>(decode: impl FnOnce() -> R) -> (R, Option<ChannelError>) {
     struct Leave {
         outer: In,

@@ -90,13 +90,15 @@ impl Header {
 
     /// Parses and checks the header of a received frame of `frame.len()`
     /// bytes that arrived with `fds` fds, against the receiver's `limit`.
+    #[inline]
     pub(crate) fn parse(frame: &[u8], fds: usize, limit: usize) -> Result<Header, FrameError> {
         // The common frame first, in one comparison: inline, no fds, no
-        // flags. Anything else takes the checks below, which name the fault.
+        // flags. Anything else takes the checks of `parse_any`, which name
+        // the fault.
         const PLAIN: [u8; 8] = [MAGIC[0], MAGIC[1], WIRE_VERSION, 0, 0, 0, 0, 0];
-        if fds == 0 && frame.len() >= HEADER_LEN && frame[..8] == PLAIN {
-            let body_len = u64_at(frame, 8);
-            if body_len <= limit as u64 && (frame.len() - HEADER_LEN) as u64 == body_len {
+        if let (0, Some((head, body))) = (fds, frame.split_first_chunk::<HEADER_LEN>()) {
+            let body_len = u64_at(head, 8);
+            if head[..8] == PLAIN && body_len <= limit as u64 && body.len() as u64 == body_len {
                 return Ok(Header {
                     kind: BodyKind::Inline,
                     fd_count: 0,
@@ -105,6 +107,12 @@ impl Header {
                 });
             }
         }
+        Self::parse_any(frame, fds, limit)
+    }
+
+    /// [`parse`](Self::parse) of any frame.
+    #[inline(never)]
+    fn parse_any(frame: &[u8], fds: usize, limit: usize) -> Result<Header, FrameError> {
         if frame.len() < HEADER_LEN {
             return Err(FrameError::TooShort { len: frame.len() });
         }
@@ -185,6 +193,7 @@ impl Header {
     }
 }
 
+#[inline]
 fn u64_at(frame: &[u8], at: usize) -> u64 {
     let mut bytes = [0; 8];
     bytes.copy_from_slice(&frame[at..at + 8]);

@@ -33,22 +33,33 @@ const fn space(len: usize) -> usize {
 /// SCM_PIDFD and SCM_MAX_FD rights.
 const BUF_LEN: usize = space(CRED_LEN) + space(FD_LEN) + space(MAX_FDS * FD_LEN);
 
-/// A control buffer, aligned for `cmsghdr`.
+/// The most fds a [`SmallCmsgBuf`] holds.
+pub(crate) const SMALL_FDS: usize = 8;
+
+/// A control buffer for sending, aligned for `cmsghdr`: `N` bytes, enough
+/// for credentials and [`MAX_FDS`] fds by default.
 #[repr(C, align(8))]
-pub(crate) struct CmsgBuf {
-    bytes: [u8; BUF_LEN],
+pub(crate) struct CmsgBuf<const N: usize = BUF_LEN> {
+    bytes: [u8; N],
 }
 
-impl CmsgBuf {
+/// The send buffer for any message. Messages with up to [`SMALL_FDS`] fds
+/// take a [`SmallCmsgBuf`]: zeroing the full one (1 KiB) for a message
+/// with an fd or two cost more than encoding it.
+pub(crate) type FullCmsgBuf = CmsgBuf<BUF_LEN>;
+
+/// A send buffer for up to [`SMALL_FDS`] fds (see [`CmsgBuf`]).
+pub(crate) type SmallCmsgBuf = CmsgBuf<{ space(CRED_LEN) + space(SMALL_FDS * FD_LEN) }>;
+
+impl<const N: usize> CmsgBuf<N> {
     pub(crate) fn new() -> Self {
-        CmsgBuf {
-            bytes: [0; BUF_LEN],
-        }
+        CmsgBuf { bytes: [0; N] }
     }
 
     /// Writes SCM_RIGHTS (when `fds` is not empty) and SCM_CREDENTIALS (when
     /// given) and returns the encoded prefix. `fds.len()` must be at most
-    /// [`MAX_FDS`] (the caller checks, before any syscall).
+    /// [`MAX_FDS`] (the caller checks, before any syscall), and at most
+    /// [`SMALL_FDS`] for a [`SmallCmsgBuf`].
     pub(crate) fn encode(&mut self, fds: &[BorrowedFd<'_>], creds: Option<Credentials>) -> &[u8] {
         let mut at = 0;
         if !fds.is_empty() {
@@ -207,13 +218,25 @@ mod tests {
 
     #[test]
     fn encode_then_decode_round_trips_without_fds_owned_twice() {
-        let mut buf = CmsgBuf::new();
+        let mut buf = FullCmsgBuf::new();
         let creds = Credentials::new(12, 34, 56);
         let encoded_len = buf.encode(&[], Some(creds)).len();
         assert_eq!(encoded_len, space(CRED_LEN));
         let mut fds = Vec::new();
         assert_eq!(buf.decode(encoded_len, &mut fds), Some(creds));
         assert!(fds.is_empty());
+    }
+
+    #[test]
+    fn the_small_buffer_holds_its_fds_and_credentials() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fds = [file.as_fd(); SMALL_FDS];
+        let creds = Credentials::new(1, 2, 3);
+        let mut small = SmallCmsgBuf::new();
+        let mut full = FullCmsgBuf::new();
+        let encoded = small.encode(&fds, Some(creds));
+        assert_eq!(encoded.len(), space(SMALL_FDS * FD_LEN) + space(CRED_LEN));
+        assert_eq!(encoded, full.encode(&fds, Some(creds)));
     }
 
     #[test]
@@ -227,7 +250,7 @@ mod tests {
 
     #[test]
     fn garbage_lengths_do_not_panic() {
-        let mut buf = CmsgBuf::new();
+        let mut buf = FullCmsgBuf::new();
         // A header claiming a huge length, then one claiming less than a header.
         buf.put_header(0, usize::MAX / 2, 1234);
         let mut fds = Vec::new();

@@ -110,6 +110,7 @@ impl<K: Kind> FrameTransport for Socket<K> {
         self.max_message_len()
     }
 
+    #[inline]
     fn send_frame(
         &self,
         frame: &[IoSlice<'_>],
@@ -130,6 +131,7 @@ impl<K: Kind> FrameTransport for Socket<K> {
     /// behind it, is returned as `Some(0)` for the caller to reject. (An
     /// empty message without fds followed only by empty messages from a
     /// departed peer cannot be told from the end of stream.)
+    #[inline]
     fn recv_frame(
         &self,
         buf: &mut Vec<u8>,

@@ -15,7 +15,7 @@ use nix::sys::socket::{self, sockopt, MsgFlags, UnixAddr};
 use nix::sys::time::TimeVal;
 
 use crate::bind::OwnedPath;
-use crate::cmsg::{self, CmsgBuf, RecvCmsgBuf};
+use crate::cmsg::{self, FullCmsgBuf, RecvCmsgBuf, SmallCmsgBuf, SMALL_FDS};
 use crate::kind::{Datagram, Kind, SeqPacket};
 use crate::pidfd::PidFd;
 use crate::wait::{self, Wait};
@@ -246,40 +246,35 @@ impl<K: Kind> Socket<K> {
     /// # Errors
     ///
     /// As [`send_with_fds`](Self::send_with_fds), and the errors of `wait`.
+    #[inline]
     pub fn send_msg(&self, msg: &SendMsg<'_>, wait: Wait) -> io::Result<usize> {
         self.send_msg_to(msg, None, wait)
     }
 
+    // Inlined into its callers, the common message (no fds, one buffer)
+    // costs a few comparisons before send(2); the rest is out of line.
+    #[inline]
     pub(crate) fn send_msg_to(
         &self,
         msg: &SendMsg<'_>,
         to: Option<&UnixAddr>,
         wait: Wait,
     ) -> io::Result<usize> {
-        if msg.fds.len() > MAX_FDS {
-            return Err(TransportError::TooManyFds {
-                count: msg.fds.len(),
-            }
-            .into());
-        }
         let size = msg.len();
-        if K::HAS_EOF && size == 0 {
-            return Err(TransportError::EmptyMessage.into());
+        if msg.fds.len() > MAX_FDS || (K::HAS_EOF && size == 0) || size > KERNEL_MESSAGE_CEILING {
+            return Err(self.refuse_send(msg, size));
         }
-        if size > KERNEL_MESSAGE_CEILING {
-            return Err(TransportError::MessageTooLarge {
-                size,
-                limit: self.max_message_len()?,
-            }
-            .into());
-        }
-        // Most messages carry no ancillary data: no control buffer then.
-        let mut buf;
+        // Most messages carry no ancillary data: no control buffer then;
+        // a few fds take a small one.
+        let (mut small, mut full);
         let control: &[u8] = if msg.fds.is_empty() && msg.credentials.is_none() {
             &[]
+        } else if msg.fds.len() <= SMALL_FDS {
+            small = SmallCmsgBuf::new();
+            small.encode(msg.fds, msg.credentials)
         } else {
-            buf = CmsgBuf::new();
-            buf.encode(msg.fds, msg.credentials)
+            full = FullCmsgBuf::new();
+            full.encode(msg.fds, msg.credentials)
         };
         let fd = self.fd.as_fd();
         let sent = wait::run(fd, wait, PollFlags::POLLOUT, false, |flags| {
@@ -288,10 +283,29 @@ impl<K: Kind> Socket<K> {
         sent.map_err(|e| self.explain_send_error(e, size))
     }
 
+    /// Why `send_msg_to` refuses `msg` (of `size` bytes) before any send.
+    #[cold]
+    fn refuse_send(&self, msg: &SendMsg<'_>, size: usize) -> io::Error {
+        if msg.fds.len() > MAX_FDS {
+            return TransportError::TooManyFds {
+                count: msg.fds.len(),
+            }
+            .into();
+        }
+        if size == 0 {
+            return TransportError::EmptyMessage.into();
+        }
+        match self.max_message_len() {
+            Ok(limit) => TransportError::MessageTooLarge { size, limit }.into(),
+            Err(e) => e,
+        }
+    }
+
     /// Turns EMSGSIZE (above `SO_SNDBUF - 32`) into an error that names the
     /// size and the limit; other errors pass unchanged, with no syscall.
     /// ENOBUFS is left alone: sizes above the ceiling never reach the
     /// kernel, so below it ENOBUFS means memory pressure.
+    #[cold]
     fn explain_send_error(&self, err: io::Error, size: usize) -> io::Error {
         if err.raw_os_error() != Some(libc::EMSGSIZE) {
             return err;
@@ -391,10 +405,12 @@ impl<K: Kind> Socket<K> {
     /// # Errors
     ///
     /// As [`recv_with_fds`](Self::recv_with_fds), and the errors of `wait`.
+    #[inline]
     pub fn recv_msg(&self, msg: &mut RecvMsg<'_, '_>, wait: Wait) -> io::Result<Received> {
         Ok(self.recv_msg_from(msg, None, wait)?.0)
     }
 
+    #[inline]
     pub(crate) fn recv_msg_from(
         &self,
         msg: &mut RecvMsg<'_, '_>,
@@ -414,28 +430,19 @@ impl<K: Kind> Socket<K> {
                     flags,
                 )
             })?;
-            let credentials = cmsg::decode(control.received(raw.control_len), msg.fds);
+            // Most messages carry no ancillary data at all.
+            let credentials = match raw.control_len {
+                0 => None,
+                len => cmsg::decode(control.received(len), msg.fds),
+            };
             io::Result::Ok((raw, credentials))
         })?;
         let fds = msg.fds.len() - before;
         let capacity: usize = msg.bufs.iter().map(|b| b.len()).sum();
-        let error = if raw.flags.contains(MsgFlags::MSG_CTRUNC) || fds > max_fds {
-            Some(TransportError::FdsTruncated {
-                limit: max_fds,
-                received: fds,
-            })
-        } else if raw.flags.contains(MsgFlags::MSG_TRUNC) || raw.len > capacity {
-            Some(TransportError::Truncated {
-                len: raw.len,
-                capacity,
-                fds,
-            })
-        } else {
-            None
-        };
-        if let Some(error) = error {
+        let truncated = MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC;
+        if raw.flags.intersects(truncated) || fds > max_fds || raw.len > capacity {
             msg.fds.truncate(before); // closes what arrived
-            return Err(error.into());
+            return Err(truncation(raw, fds, max_fds, capacity));
         }
         Ok((
             Received {
@@ -719,5 +726,24 @@ impl<K: Kind> fmt::Debug for Socket<K> {
             .field("fd", &self.fd.as_raw_fd())
             .field("path", &self.path.as_ref().map(OwnedPath::path))
             .finish()
+    }
+}
+
+/// The error for a message that did not fit: its fds (first), or its bytes.
+#[cold]
+fn truncation(raw: sys::RawRecv, fds: usize, max_fds: usize, capacity: usize) -> io::Error {
+    if raw.flags.contains(MsgFlags::MSG_CTRUNC) || fds > max_fds {
+        TransportError::FdsTruncated {
+            limit: max_fds,
+            received: fds,
+        }
+        .into()
+    } else {
+        TransportError::Truncated {
+            len: raw.len,
+            capacity,
+            fds,
+        }
+        .into()
     }
 }

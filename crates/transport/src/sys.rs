@@ -111,10 +111,23 @@ pub(crate) fn sendmsg(
         hdr.msg_control = control.as_ptr().cast_mut().cast();
         hdr.msg_controllen = control.len() as _;
     }
+    let flags = (flags | SEND_FLAGS).bits();
+    // The syscall itself on 64-bit, not libc's wrapper (see `send`).
+    #[cfg(target_pointer_width = "64")]
     // SAFETY: every pointer in `hdr` points into a borrow that outlives this
     // call (`bufs`, `control`, `to`), with the lengths set beside it; the
     // kernel only reads through them.
-    let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &hdr, (flags | SEND_FLAGS).bits()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_sendmsg,
+            libc::c_long::from(fd.as_raw_fd()),
+            std::ptr::from_ref(&hdr),
+            libc::c_long::from(flags),
+        )
+    };
+    #[cfg(not(target_pointer_width = "64"))]
+    // SAFETY: as above.
+    let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &hdr, flags) };
     Ok(Errno::result(ret)? as usize)
 }
 
