@@ -106,11 +106,16 @@ fn take_collected(base: usize, fds: &mut Vec<OwnedFd>) {
 /// Closes the fds in `fds` and keeps the vector's memory for the next
 /// message with fds on this thread.
 #[inline]
-pub(crate) fn recycle(mut fds: Vec<OwnedFd>) {
+pub(crate) fn recycle(fds: Vec<OwnedFd>) {
     if fds.capacity() > 0 {
-        fds.clear();
-        let _ = SPARE.try_with(|spare| spare.set(fds));
+        keep_spare(fds);
     }
+}
+
+#[inline(never)]
+fn keep_spare(mut fds: Vec<OwnedFd>) {
+    fds.clear();
+    let _ = SPARE.try_with(|spare| spare.set(fds));
 }
 
 /// Runs `measure` (an encoding whose output is only counted) with fd

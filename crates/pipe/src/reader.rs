@@ -36,8 +36,9 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    /// Reads until one whole frame is in `buf[..len]` (the frame's buffer
-    /// is swapped in, not copied), the stream ends, or `wait` runs out.
+    /// Reads until one whole frame is in `buf[..len]` (copied in when it
+    /// arrived whole in the read-ahead; a frame assembled over several reads
+    /// has its buffer swapped in), the stream ends, or `wait` runs out.
     pub(crate) fn recv(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -67,6 +68,20 @@ impl Reader {
 
     /// Consumes what the read-ahead holds; `Some(len)` once a frame is whole.
     fn step(&mut self, buf: &mut Vec<u8>, max_len: usize) -> io::Result<Option<usize>> {
+        if self.frame_len.is_none() {
+            // The common case first: a whole frame waiting in the read-ahead
+            // is copied out at once.
+            let ahead = &self.ahead[self.start..self.end];
+            if let Some((prefix, rest)) = ahead.split_first_chunk::<PREFIX_LEN>() {
+                let len = u32::from_le_bytes(*prefix) as usize;
+                if len <= max_len && len <= rest.len() {
+                    buf.clear();
+                    buf.extend_from_slice(&rest[..len]);
+                    self.start += PREFIX_LEN + len;
+                    return Ok(Some(len));
+                }
+            }
+        }
         let frame_len = match self.frame_len {
             Some(len) => len,
             None => {

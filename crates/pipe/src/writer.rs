@@ -47,6 +47,10 @@ use crate::PREFIX_LEN;
 /// Writes up to this size are atomic on a pipe.
 const PIPE_BUF: usize = 4096;
 
+/// Frames (prefix included) up to this size are copied into one buffer on
+/// the stack before a blocking write.
+const SMALL_FRAME: usize = 128;
+
 pub(crate) struct Writer {
     fd: OwnedFd,
     /// The pipe's capacity in bytes; `None` when the fd is not a pipe.
@@ -103,6 +107,18 @@ impl Writer {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let total = PREFIX_LEN + len;
+        if total <= SMALL_FRAME && wait == Wait::Block {
+            // A small frame is gathered here and written from one buffer:
+            // the kernel then imports no vector of slices.
+            let mut buf = [0u8; SMALL_FRAME];
+            buf[..PREFIX_LEN].copy_from_slice(&prefix);
+            let mut at = PREFIX_LEN;
+            for slice in frame {
+                buf[at..at + slice.len()].copy_from_slice(slice);
+                at += slice.len();
+            }
+            return write_all(self.fd(), &mut [IoSlice::new(&buf[..total])]);
+        }
         let mut few = [IoSlice::new(&[]); 4];
         let mut all;
         let slices: &mut [IoSlice<'_>] = if frame.len() < few.len() {

@@ -58,6 +58,7 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 /// # Errors
 ///
 /// The kernel's (`writev`, `rt_sigprocmask`).
+#[inline]
 pub fn write_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     write_guarded(fd, bufs, false)
 }
@@ -78,6 +79,7 @@ pub fn write_vectored_nowait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Re
 /// The most slices one write takes (the kernel's `UIO_MAXIOV`).
 pub const MAX_SLICES: usize = 1024;
 
+#[inline]
 fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::Result<usize> {
     let bufs = &bufs[..bufs.len().min(MAX_SLICES)];
     let nowait_flag = if nowait { libc::RWF_NOWAIT } else { 0 };
@@ -89,6 +91,17 @@ fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::
             done => return done,
         }
     }
+    write_blocking_sigpipe(fd, bufs, nowait)
+}
+
+/// `write_guarded` where the kernel has no `RWF_NOSIGNAL`.
+#[inline(never)]
+fn write_blocking_sigpipe(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    nowait: bool,
+) -> io::Result<usize> {
+    let nowait_flag = if nowait { libc::RWF_NOWAIT } else { 0 };
     let write = || {
         if nowait {
             sys::pwritev2(fd, bufs, nowait_flag)

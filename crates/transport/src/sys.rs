@@ -9,6 +9,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -546,29 +547,35 @@ pub const NOSIGNAL_ENV: &str = "COURIER_PIPE_NOSIGNAL";
 
 /// Whether this kernel takes `RWF_NOSIGNAL`, asked once per process by a
 /// one-byte write into a fresh pipe (unless [`NOSIGNAL_ENV`] is `off`).
+#[inline]
 pub(crate) fn nosignal_supported() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-    static KNOWN: AtomicU8 = AtomicU8::new(0); // 0 = not asked, 1 = yes, 2 = no
-    match KNOWN.load(Relaxed) {
+    match NOSIGNAL_KNOWN.load(Relaxed) {
         1 => true,
         2 => false,
-        _ => {
-            let off = std::env::var_os(NOSIGNAL_ENV).is_some_and(|v| v == "off");
-            let yes = !off
-                && nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map(|(_r, w)| {
-                        pwritev2(
-                            std::os::fd::AsFd::as_fd(&w),
-                            &[IoSlice::new(&[0])],
-                            RWF_NOSIGNAL,
-                        )
-                        .is_ok()
-                    })
-                    .unwrap_or(false);
-            KNOWN.store(if yes { 1 } else { 2 }, Relaxed);
-            yes
-        }
+        _ => ask_nosignal(),
     }
+}
+
+/// Whether the kernel takes `RWF_NOSIGNAL`: 0 = not asked yet, 1 = yes, 2 = no.
+static NOSIGNAL_KNOWN: AtomicU8 = AtomicU8::new(0);
+
+/// The question of [`nosignal_supported`], asked the first time.
+#[cold]
+fn ask_nosignal() -> bool {
+    let off = std::env::var_os(NOSIGNAL_ENV).is_some_and(|v| v == "off");
+    let yes = !off
+        && nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map(|(_r, w)| {
+                pwritev2(
+                    std::os::fd::AsFd::as_fd(&w),
+                    &[IoSlice::new(&[0])],
+                    RWF_NOSIGNAL,
+                )
+                .is_ok()
+            })
+            .unwrap_or(false);
+    NOSIGNAL_KNOWN.store(if yes { 1 } else { 2 }, Relaxed);
+    yes
 }
 
 #[cfg(test)]
