@@ -159,7 +159,12 @@ pub(crate) fn decode(buf: &[u8], fds: &mut Vec<OwnedFd>) -> Option<Credentials> 
         let data = &buf[at + HDR_LEN..end];
         if level == libc::SOL_SOCKET {
             match kind {
-                libc::SCM_RIGHTS => fds.extend(data.chunks_exact(FD_LEN).filter_map(take_fd)),
+                libc::SCM_RIGHTS => {
+                    fds.reserve(data.len() / FD_LEN);
+                    for fd in data.chunks_exact(FD_LEN) {
+                        fds.extend(take_fd(fd));
+                    }
+                }
                 SCM_PIDFD => drop(data.chunks_exact(FD_LEN).filter_map(take_fd).count()),
                 libc::SCM_CREDENTIALS if data.len() >= CRED_LEN => {
                     creds = Some(Credentials::new(
