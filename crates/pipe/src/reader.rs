@@ -67,21 +67,30 @@ impl Reader {
     }
 
     /// Consumes what the read-ahead holds; `Some(len)` once a frame is whole.
+    #[inline]
     fn step(&mut self, buf: &mut Vec<u8>, max_len: usize) -> io::Result<Option<usize>> {
         if self.frame_len.is_none() {
             // The common case first: a whole frame waiting in the read-ahead
             // is copied out at once.
             let ahead = &self.ahead[self.start..self.end];
-            if let Some((prefix, rest)) = ahead.split_first_chunk::<PREFIX_LEN>() {
-                let len = u32::from_le_bytes(*prefix) as usize;
-                if len <= max_len && len <= rest.len() {
-                    buf.clear();
-                    buf.extend_from_slice(&rest[..len]);
-                    self.start += PREFIX_LEN + len;
-                    return Ok(Some(len));
-                }
+            let Some((prefix, rest)) = ahead.split_first_chunk::<PREFIX_LEN>() else {
+                return Ok(None); // not even a prefix yet
+            };
+            let len = u32::from_le_bytes(*prefix) as usize;
+            if len <= max_len && len <= rest.len() {
+                buf.clear();
+                buf.extend_from_slice(&rest[..len]);
+                self.start += PREFIX_LEN + len;
+                return Ok(Some(len));
             }
         }
+        self.step_any(buf, max_len)
+    }
+
+    /// [`step`](Self::step) in general: a frame in pieces, one too long,
+    /// or not there yet.
+    #[inline(never)]
+    fn step_any(&mut self, buf: &mut Vec<u8>, max_len: usize) -> io::Result<Option<usize>> {
         let frame_len = match self.frame_len {
             Some(len) => len,
             None => {

@@ -117,7 +117,22 @@ impl Writer {
                 buf[at..at + slice.len()].copy_from_slice(slice);
                 at += slice.len();
             }
-            return write_all(self.fd(), &mut [IoSlice::new(&buf[..total])]);
+            let whole = &buf[..total];
+            return match courier_transport::pipe::write_vectored(self.fd(), &[IoSlice::new(whole)])
+            {
+                Ok(n) if n == total => Ok(()),
+                // Part written (or an error to sort out): on as for any frame.
+                Ok(n) => write_all(self.fd(), &mut [IoSlice::new(&whole[n..])]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    write_all(self.fd(), &mut [IoSlice::new(whole)])
+                }
+                Err(e) => Err(e),
+            };
         }
         let mut few = [IoSlice::new(&[]); 4];
         let mut all;

@@ -502,6 +502,7 @@ pub(crate) const RWF_NOSIGNAL: libc::c_int = 0x100;
 /// pwritev2(2) at the current position (`offset` -1) with `flags`, retried
 /// on EINTR. `Unsupported` where the kernel refuses a flag (for this fd).
 #[allow(unsafe_code)]
+#[inline]
 pub(crate) fn pwritev2(
     fd: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
