@@ -130,8 +130,11 @@ impl RecvCmsgBuf {
     /// after the credentials and pidfd messages the kernel may add.
     #[inline]
     pub(crate) fn for_recv(&mut self, max_fds: usize) -> &mut [u8] {
-        let fds = max_fds.min(MAX_FDS);
-        let len = space(CRED_LEN) + space(FD_LEN) + if fds == 0 { 0 } else { space(fds * FD_LEN) };
+        let len = match max_fds {
+            0 => space(CRED_LEN) + space(FD_LEN),
+            MAX_FDS.. => BUF_LEN, // the usual budget: no arithmetic
+            fds => space(CRED_LEN) + space(FD_LEN) + space(fds * FD_LEN),
+        };
         &mut self.bytes[..len]
     }
 
