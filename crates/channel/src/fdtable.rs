@@ -45,9 +45,6 @@ thread_local! {
     /// Copies collected by the encodes in progress on this thread.
     static OUT_LEN: Cell<usize> = const { Cell::new(0) };
     static OUT_FDS: RefCell<Vec<OwnedFd>> = const { RefCell::new(Vec::new()) };
-    /// An empty vector with capacity, from [`recycle`]: the next message
-    /// with fds takes it, so fds cost no allocation in steady state.
-    static SPARE: Cell<Vec<OwnedFd>> = const { Cell::new(Vec::new()) };
     static IN: Cell<In> = const { Cell::new(In::Off) };
     /// The first out-of-range index seen in an `Empty` scope.
     static IN_EMPTY_VIOLATION: Cell<Option<u32>> = const { Cell::new(None) };
@@ -92,30 +89,39 @@ pub(crate) fn encoding<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) ->
 /// Moves the copies collected since `base` out of `OUT_FDS` into `fds`.
 #[inline(never)]
 fn take_collected(base: usize, fds: &mut Vec<OwnedFd>) {
-    if fds.capacity() == 0 {
-        // `try_with` here and in `recycle`: sends from a thread-local's
-        // destructor still work (without the spare).
-        if let Ok(spare) = SPARE.try_with(Cell::take) {
-            *fds = spare;
-        }
-    }
     OUT_LEN.set(base);
-    OUT_FDS.with(|t| fds.extend(t.borrow_mut().drain(base..)));
+    OUT_FDS.with(|t| {
+        let mut t = t.borrow_mut();
+        if base == 0 && fds.is_empty() {
+            // The outermost message owns the whole table: it takes the
+            // vector as it is (`recycle` brings its memory back).
+            std::mem::swap(fds, &mut *t);
+        } else {
+            fds.extend(t.drain(base..));
+        }
+    });
 }
 
-/// Closes the fds in `fds` and keeps the vector's memory for the next
-/// message with fds on this thread.
+/// Closes the fds in `fds` and gives the vector's memory back to this
+/// thread's table, so fds cost no allocation in steady state.
 #[inline]
 pub(crate) fn recycle(fds: Vec<OwnedFd>) {
     if fds.capacity() > 0 {
-        keep_spare(fds);
+        give_back(fds);
     }
 }
 
 #[inline(never)]
-fn keep_spare(mut fds: Vec<OwnedFd>) {
+fn give_back(mut fds: Vec<OwnedFd>) {
     fds.clear();
-    let _ = SPARE.try_with(|spare| spare.set(fds));
+    // `try_with`: a send from a thread-local's destructor still works.
+    let _ = OUT_FDS.try_with(|t| {
+        if let Ok(mut t) = t.try_borrow_mut() {
+            if t.is_empty() && t.capacity() < fds.capacity() {
+                *t = fds;
+            }
+        }
+    });
 }
 
 /// Runs `measure` (an encoding whose output is only counted) with fd

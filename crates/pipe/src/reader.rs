@@ -79,6 +79,9 @@ impl Reader {
             let len = u32::from_le_bytes(*prefix) as usize;
             if len <= max_len && len <= rest.len() {
                 buf.clear();
+                // A few KiB at least, as below: values that grow by a byte
+                // do not reallocate.
+                buf.reserve(len.max(MIN_BODY));
                 buf.extend_from_slice(&rest[..len]);
                 self.start += PREFIX_LEN + len;
                 return Ok(Some(len));
