@@ -87,6 +87,35 @@ pub(crate) struct Shared {
     pub(crate) ring: Option<Mutex<RingState>>,
     /// [`peer_terms`](Self::peer_terms), worked out once.
     terms: (usize, bool),
+    /// What this end receives, worked out once.
+    receive: ReceiveTerms,
+}
+
+/// The frames a receiving end takes.
+#[derive(Clone, Copy)]
+struct ReceiveTerms {
+    /// The longest frame: socket frames are inline up to MAX_INLINE_FRAME
+    /// (larger values come in a memfd); a transport without fds carries
+    /// every value inline.
+    max_len: usize,
+    /// The most fds per frame: none when fds are refused.
+    max_fds: usize,
+    accept_fds: bool,
+}
+
+impl ReceiveTerms {
+    fn new(config: &Config, link_fds: bool) -> Self {
+        let accept_fds = config.accepts_fds();
+        ReceiveTerms {
+            max_len: if link_fds {
+                MAX_INLINE_FRAME
+            } else {
+                HEADER_LEN.saturating_add(config.get_limit())
+            },
+            max_fds: if accept_fds { MAX_FDS } else { 0 },
+            accept_fds,
+        }
+    }
 }
 
 impl Shared {
@@ -106,7 +135,9 @@ impl Shared {
         }
         let ring = (link.transport().supports_fds() && config.get_shared_ring() > 0)
             .then(|| Mutex::new(RingState::default()));
-        let terms = terms(&config, peer.as_ref(), link.transport().supports_fds());
+        let link_fds = link.transport().supports_fds();
+        let terms = terms(&config, peer.as_ref(), link_fds);
+        let receive = ReceiveTerms::new(&config, link_fds);
         Arc::new(Shared {
             link,
             config,
@@ -115,6 +146,7 @@ impl Shared {
             travelled: AtomicBool::new(false),
             ring,
             terms,
+            receive,
         })
     }
 
@@ -549,17 +581,12 @@ pub(crate) fn recv<T: DeserializeOwned>(
     state: &mut RecvState,
     wait: Wait,
 ) -> Result<T, RecvFail> {
-    state.fds.clear();
-    let transport = shared.link.transport();
-    let accept_fds = shared.config.accepts_fds();
-    let max_fds = if accept_fds { MAX_FDS } else { 0 };
-    // Socket frames are inline up to MAX_INLINE_FRAME (larger values come
-    // in a memfd); a transport without fds carries every value inline.
-    let max_len = if transport.supports_fds() {
-        MAX_INLINE_FRAME
-    } else {
-        HEADER_LEN.saturating_add(shared.config.get_limit())
-    };
+    debug_assert!(state.fds.is_empty());
+    let ReceiveTerms {
+        max_len,
+        max_fds,
+        accept_fds,
+    } = shared.receive;
     let got = shared
         .link
         .recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);

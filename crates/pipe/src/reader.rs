@@ -67,7 +67,7 @@ impl Reader {
     }
 
     /// Consumes what the read-ahead holds; `Some(len)` once a frame is whole.
-    #[inline]
+    #[inline(always)]
     fn step(&mut self, buf: &mut Vec<u8>, max_len: usize) -> io::Result<Option<usize>> {
         if self.frame_len.is_none() {
             // The common case first: a whole frame waiting in the read-ahead
