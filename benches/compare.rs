@@ -128,10 +128,13 @@ struct Plan {
 impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
+            // The small and fd round trips take well under a second per
+            // round: they get the full run's iterations (fewer made the
+            // quick run's ratios swing by 0.1 between runs of one build).
             Plan {
                 rounds: 15,
-                rtt_iters: 3_000,
-                fd_iters: 2_500,
+                rtt_iters: 10_000,
+                fd_iters: 5_000,
                 tput_bytes: 128 << 20,
                 tput_count: (4, 30_000),
                 rtt_bytes: 48 << 20,
