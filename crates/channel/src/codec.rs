@@ -273,9 +273,16 @@ pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Resu
         Err(e) => Some(Err(SendFail::Failed(ChannelError::Encode(e)))),
     };
     fdtable::recycle(fds); // closes the copies, sent or not
-    if let Some(sent) = sent {
-        return sent;
+    match sent {
+        Some(sent) => sent,
+        None => send_from_scratch(shared, value, wait),
     }
+}
+
+/// [`send`] of a value too large for the stack: encoded in this thread's
+/// scratch buffer, or where it goes (the ring, a memfd).
+#[inline(never)]
+fn send_from_scratch<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Result<(), SendFail> {
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut scratch) => {
             let result = encode_and_send(shared, value, wait, &mut scratch);
@@ -635,6 +642,26 @@ pub(crate) fn decode<T: DeserializeOwned>(
     limit: usize,
 ) -> Result<T, ChannelError> {
     let header = Header::parse(frame, fds.len(), limit)?;
+    if header.kind == BodyKind::Inline && fds.is_empty() {
+        // The common frame: the body follows, no fds.
+        table.clear();
+        let (decoded, violation) =
+            fdtable::decoding(table, || depth::decode::<T>(&frame[HEADER_LEN..]));
+        return finish(decoded.map(|(value, rest)| (value, rest.len())), violation);
+    }
+    decode_any(frame, header, fds, table, rings, limit)
+}
+
+/// [`decode`] of a frame with fds, or with its body elsewhere.
+#[inline(never)]
+fn decode_any<T: DeserializeOwned>(
+    frame: &[u8],
+    header: Header,
+    fds: &mut Vec<OwnedFd>,
+    table: &mut Vec<Option<OwnedFd>>,
+    rings: &mut RingSet,
+    limit: usize,
+) -> Result<T, ChannelError> {
     if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
         let attached = if r.attached { fds.pop() } else { None };
         let ring = rings.ring_for(r, attached, limit)?;
