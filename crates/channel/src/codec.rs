@@ -133,9 +133,9 @@ impl Shared {
                 Link::Other(_) => Ok(false),
             };
         }
-        let ring = (link.transport().supports_fds() && config.get_shared_ring() > 0)
-            .then(|| Mutex::new(RingState::default()));
         let link_fds = link.transport().supports_fds();
+        let ring =
+            (link_fds && config.get_shared_ring() > 0).then(|| Mutex::new(RingState::default()));
         let terms = terms(&config, peer.as_ref(), link_fds);
         let receive = ReceiveTerms::new(&config, link_fds);
         Arc::new(Shared {
@@ -247,7 +247,8 @@ thread_local! {
 /// Encodes `value` and sends it as one frame under `wait`.
 #[allow(unsafe_code)]
 pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Result<(), SendFail> {
-    // Most values are small: encoded on the stack, they touch no heap. The
+    // Most values are small: encoded on the stack, they touch no heap (a
+    // value with fds borrows the memory of the thread's fd table). The
     // buffer is not zeroed first: that alone cost as much as the rest of
     // the encode.
     let mut frame = [MaybeUninit::<u8>::uninit(); STACK_FRAME];
@@ -378,11 +379,12 @@ static_assertions::assert_eq_align!(OwnedFd, BorrowedFd<'static>);
 #[allow(unsafe_code)]
 #[inline]
 fn borrowed(fds: &[OwnedFd]) -> &[BorrowedFd<'_>] {
-    // SAFETY: `OwnedFd` and `BorrowedFd` are both `repr(transparent)` over
-    // the fd number (std documents that each "has the representation of a
-    // host file descriptor"; size and alignment are asserted above), so
-    // the elements of `fds` are valid `BorrowedFd`s; the result borrows
-    // `fds`, so every fd stays open for as long as it is used.
+    // SAFETY: std documents both `OwnedFd` and `BorrowedFd` as
+    // `repr(transparent)` with "the representation of a host file
+    // descriptor", and both as never holding -1: the same layout (size and
+    // alignment also asserted above) and the same valid values, so every
+    // element of `fds` is a valid `BorrowedFd`. The result borrows `fds`,
+    // so every fd stays open for as long as it is used.
     unsafe { std::slice::from_raw_parts(fds.as_ptr().cast::<BorrowedFd<'_>>(), fds.len()) }
 }
 
@@ -588,7 +590,9 @@ pub(crate) fn recv<T: DeserializeOwned>(
     state: &mut RecvState,
     wait: Wait,
 ) -> Result<T, RecvFail> {
-    debug_assert!(state.fds.is_empty());
+    // Empty after every receive here; a transport of the user's may leave
+    // fds behind on an error, and they must not join the next frame.
+    state.fds.clear();
     let ReceiveTerms {
         max_len,
         max_fds,

@@ -450,3 +450,78 @@ fn an_fd_of_the_wrong_kind_is_refused_and_closed() {
             .expect("a pipe after the refused fd");
     });
 }
+
+/// A transport of the user's that fails a receive after putting an fd in
+/// the vector (the trait only promises the vector is cut back on
+/// truncation), then delivers frames from a socket.
+struct LeavesAnFdBehind {
+    inner: SeqPacketSocket,
+    failed_once: std::sync::atomic::AtomicBool,
+}
+
+impl courier_transport::FrameTransport for LeavesAnFdBehind {
+    fn supports_fds(&self) -> bool {
+        true
+    }
+
+    fn max_frame_len(&self) -> std::io::Result<usize> {
+        courier_transport::FrameTransport::max_frame_len(&self.inner)
+    }
+
+    fn send_frame(
+        &self,
+        frame: &[std::io::IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        wait: courier_transport::Wait,
+    ) -> std::io::Result<()> {
+        courier_transport::FrameTransport::send_frame(&self.inner, frame, fds, wait)
+    }
+
+    fn recv_frame(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: usize,
+        fds: &mut Vec<std::os::fd::OwnedFd>,
+        max_fds: usize,
+        wait: courier_transport::Wait,
+    ) -> std::io::Result<Option<usize>> {
+        use std::sync::atomic::Ordering;
+        if !self.failed_once.swap(true, Ordering::Relaxed) {
+            fds.push(devnull().into());
+            return Err(std::io::Error::other("a transport's own failure"));
+        }
+        courier_transport::FrameTransport::recv_frame(&self.inner, buf, max_len, fds, max_fds, wait)
+    }
+
+    fn readable_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+
+    fn writable_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+#[test]
+fn fds_a_failed_receive_left_behind_do_not_join_the_next_frame() {
+    with_fd_baseline("a transport that leaves an fd behind", || {
+        let (peer, sock) = SeqPacketSocket::pair().expect("socketpair");
+        let transport = LeavesAnFdBehind {
+            inner: sock,
+            failed_once: false.into(),
+        };
+        let rx: Receiver<u64> = Receiver::with_transport(Box::new(transport), Config::new());
+        let tx: Sender<u64> = Sender::from_socket(peer, Config::new());
+        tx.send(7).expect("send");
+        assert!(
+            matches!(
+                rx.recv(),
+                Err(courier_channel::RecvError::Failed(ChannelError::Io(_)))
+            ),
+            "the transport's failure is reported"
+        );
+        // Without the fd left behind, the frame declares no fds and has none.
+        assert_eq!(rx.recv().expect("the next frame"), 7);
+        drop(rx);
+    });
+}

@@ -92,7 +92,7 @@ impl<const N: usize> CmsgBuf<N> {
 
     #[cfg(test)]
     fn decode(&self, len: usize, fds: &mut Vec<OwnedFd>) -> Option<Credentials> {
-        decode(&self.bytes[..len.min(BUF_LEN)], fds)
+        decode(&self.bytes[..len.min(N)], fds)
     }
 }
 

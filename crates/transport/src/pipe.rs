@@ -91,7 +91,7 @@ fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::
             done => return done,
         }
     }
-    write_blocking_sigpipe(fd, bufs, nowait)
+    write_blocking_sigpipe(fd, bufs, nowait_flag)
 }
 
 /// `write_guarded` where the kernel has no `RWF_NOSIGNAL`.
@@ -99,9 +99,9 @@ fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::
 fn write_blocking_sigpipe(
     fd: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
-    nowait: bool,
+    nowait_flag: libc::c_int,
 ) -> io::Result<usize> {
-    let nowait_flag = if nowait { libc::RWF_NOWAIT } else { 0 };
+    let nowait = nowait_flag != 0;
     let write = || {
         if nowait {
             sys::pwritev2(fd, bufs, nowait_flag)

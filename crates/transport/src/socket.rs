@@ -292,7 +292,7 @@ impl<K: Kind> Socket<K> {
             }
             .into();
         }
-        if size == 0 {
+        if K::HAS_EOF && size == 0 {
             return TransportError::EmptyMessage.into();
         }
         match self.max_message_len() {
