@@ -168,8 +168,10 @@ fn small_struct_allocates_nothing() {
     );
 }
 
-/// The same over pipes (courier-pipe): the frame reader swaps buffers
-/// with the channel instead of allocating, the writer needs no slice list.
+/// The same over pipes (courier-pipe): the frame reader copies a frame into
+/// the channel's buffer, which keeps a few KiB of room (a frame that grows
+/// by a byte does not reallocate), and the writer gathers small frames on
+/// the stack.
 #[test]
 fn small_values_over_pipes_allocate_nothing() {
     fn over_pipes<T: Serialize + DeserializeOwned>() -> (Sender<T>, Receiver<T>) {
