@@ -647,8 +647,8 @@ pub(crate) fn decode<T: DeserializeOwned>(
 ) -> Result<T, ChannelError> {
     let header = Header::parse(frame, fds.len(), limit)?;
     if header.kind == BodyKind::Inline && fds.is_empty() {
-        // The common frame: the body follows, no fds.
-        table.clear();
+        // The common frame: the body follows, no fds (and the table, empty
+        // between receives, stays out of it).
         let (decoded, violation) =
             fdtable::decoding(table, || depth::decode::<T>(&frame[HEADER_LEN..]));
         return finish(decoded.map(|(value, rest)| (value, rest.len())), violation);

@@ -91,12 +91,12 @@ fn write_guarded(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], nowait: bool) -> io::
             done => return done,
         }
     }
-    write_blocking_sigpipe(fd, bufs, nowait_flag)
+    write_without_nosignal(fd, bufs, nowait_flag)
 }
 
 /// `write_guarded` where the kernel has no `RWF_NOSIGNAL`.
 #[inline(never)]
-fn write_blocking_sigpipe(
+fn write_without_nosignal(
     fd: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
     nowait_flag: libc::c_int,
