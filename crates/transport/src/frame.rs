@@ -1,13 +1,13 @@
 //! [`FrameTransport`]: the small interface the typed channel and the pipe
 //! fallback both build on.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::libc;
 
 use crate::kind::Kind;
-use crate::{RecvMsg, SendMsg, Socket, Wait};
+use crate::{SendMsg, Socket, Wait};
 
 /// Something that moves whole frames (byte strings with their fds) between
 /// two endpoints: a SEQPACKET or DGRAM [`Socket`], or a byte stream with
@@ -117,8 +117,12 @@ impl<K: Kind> FrameTransport for Socket<K> {
         fds: &[BorrowedFd<'_>],
         wait: Wait,
     ) -> io::Result<()> {
-        self.send_msg(&SendMsg::new(frame).with_fds(fds), wait)
-            .map(drop)
+        match (frame, fds, wait) {
+            ([one], [], Wait::Block) => self.send_frame_blocking(one),
+            _ => self
+                .send_msg(&SendMsg::new(frame).with_fds(fds), wait)
+                .map(drop),
+        }
     }
 
     /// On SEQPACKET, `ECONNRESET` (the peer closed with our messages unread)
@@ -143,26 +147,10 @@ impl<K: Kind> FrameTransport for Socket<K> {
         if buf.len() < max_len {
             buf.resize(max_len, 0); // once: the caller keeps the buffer
         }
-        loop {
-            let msg = &mut RecvMsg {
-                bufs: &mut [IoSliceMut::new(&mut buf[..max_len])],
-                fds,
-                max_fds,
-            };
-            match self.recv_msg(msg, wait) {
-                Ok(got)
-                    if K::HAS_EOF
-                        && got.len == 0
-                        && got.fds == 0
-                        && crate::sys::peer_shut_down(self.as_fd())?
-                        && crate::sys::fionread(self.as_fd())? == 0 =>
-                {
-                    return Ok(None)
-                }
-                Ok(got) => return Ok(Some(got.len)),
-                Err(e) if K::HAS_EOF && e.raw_os_error() == Some(libc::ECONNRESET) => continue,
-                Err(e) => return Err(e),
-            }
+        let buf = &mut buf[..max_len];
+        match wait {
+            Wait::Block => self.recv_frame_blocking(buf, fds, max_fds),
+            wait => self.recv_frame_waiting(buf, fds, max_fds, wait),
         }
     }
 

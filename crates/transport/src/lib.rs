@@ -132,6 +132,7 @@ mod convert;
 mod cred;
 mod dgram;
 mod error;
+mod fast;
 mod frame;
 mod inherit;
 pub mod kind;

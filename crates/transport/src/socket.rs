@@ -285,7 +285,7 @@ impl<K: Kind> Socket<K> {
 
     /// Why `send_msg_to` refuses `msg` (of `size` bytes) before any send.
     #[cold]
-    fn refuse_send(&self, msg: &SendMsg<'_>, size: usize) -> io::Error {
+    pub(crate) fn refuse_send(&self, msg: &SendMsg<'_>, size: usize) -> io::Error {
         if msg.fds.len() > MAX_FDS {
             return TransportError::TooManyFds {
                 count: msg.fds.len(),
@@ -306,7 +306,7 @@ impl<K: Kind> Socket<K> {
     /// ENOBUFS is left alone: sizes above the ceiling never reach the
     /// kernel, so below it ENOBUFS means memory pressure.
     #[cold]
-    fn explain_send_error(&self, err: io::Error, size: usize) -> io::Error {
+    pub(crate) fn explain_send_error(&self, err: io::Error, size: usize) -> io::Error {
         if err.raw_os_error() != Some(libc::EMSGSIZE) {
             return err;
         }
@@ -419,8 +419,8 @@ impl<K: Kind> Socket<K> {
     ) -> io::Result<(Received, usize)> {
         let max_fds = msg.max_fds.min(MAX_FDS);
         let fd = self.fd.as_fd();
-        let before = msg.fds.len();
-        let (raw, credentials) = RecvCmsgBuf::with(|control| {
+        let capacity: usize = msg.bufs.iter().map(|b| b.len()).sum();
+        RecvCmsgBuf::with(|control| {
             let raw = wait::run(fd, wait, PollFlags::POLLIN, false, |flags| {
                 sys::recvmsg(
                     fd,
@@ -430,28 +430,11 @@ impl<K: Kind> Socket<K> {
                     flags,
                 )
             })?;
-            // Most messages carry no ancillary data at all.
-            let credentials = match raw.control_len {
-                0 => None,
-                len => cmsg::decode(control.received(len), msg.fds),
-            };
-            io::Result::Ok((raw, credentials))
-        })?;
-        let fds = msg.fds.len() - before;
-        let capacity: usize = msg.bufs.iter().map(|b| b.len()).sum();
-        let truncated = MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC;
-        if raw.flags.intersects(truncated) || fds > max_fds || raw.len > capacity {
-            msg.fds.truncate(before); // closes what arrived
-            return Err(truncation(raw, fds, max_fds, capacity));
-        }
-        Ok((
-            Received {
-                len: raw.len,
-                fds,
-                credentials,
-            },
-            raw.name_len,
-        ))
+            Ok((
+                settle(&raw, control, msg.fds, max_fds, capacity)?,
+                raw.name_len,
+            ))
+        })
     }
 
     /// The length of the next queued message, which stays queued (0 on
@@ -729,9 +712,40 @@ impl<K: Kind> fmt::Debug for Socket<K> {
     }
 }
 
+/// What one recvmsg(2) that returned `raw` delivered: the fds it carried
+/// (appended to `fds`) and the credentials. A message or fds cut short
+/// (more than `max_fds`, more than `capacity` bytes) is an error instead,
+/// with every fd that arrived closed and `fds` as it was.
+#[inline]
+pub(crate) fn settle(
+    raw: &sys::RawRecv,
+    control: &RecvCmsgBuf,
+    fds: &mut Vec<OwnedFd>,
+    max_fds: usize,
+    capacity: usize,
+) -> io::Result<Received> {
+    let before = fds.len();
+    // Most messages carry no ancillary data at all.
+    let credentials = match raw.control_len {
+        0 => None,
+        len => cmsg::decode(control.received(len), fds),
+    };
+    let got = fds.len() - before;
+    let truncated = MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC;
+    if raw.flags.intersects(truncated) || got > max_fds || raw.len > capacity {
+        fds.truncate(before); // closes what arrived
+        return Err(truncation(raw, got, max_fds, capacity));
+    }
+    Ok(Received {
+        len: raw.len,
+        fds: got,
+        credentials,
+    })
+}
+
 /// The error for a message that did not fit: its fds (first), or its bytes.
 #[cold]
-fn truncation(raw: sys::RawRecv, fds: usize, max_fds: usize, capacity: usize) -> io::Error {
+fn truncation(raw: &sys::RawRecv, fds: usize, max_fds: usize, capacity: usize) -> io::Error {
     if raw.flags.contains(MsgFlags::MSG_CTRUNC) || fds > max_fds {
         TransportError::FdsTruncated {
             limit: max_fds,

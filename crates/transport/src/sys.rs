@@ -135,7 +135,7 @@ pub(crate) fn sendmsg(
 /// send(2) of one buffer.
 #[allow(unsafe_code)]
 #[inline]
-fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: MsgFlags) -> io::Result<usize> {
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: MsgFlags) -> io::Result<usize> {
     let flags = (flags | SEND_FLAGS).bits();
     // On 64-bit Linux the syscall itself, not libc's `send`: the libc
     // wrapper is a thread cancellation point, and entering and leaving it
