@@ -258,7 +258,13 @@ pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Resu
     }
     let mut fds = Vec::new();
     let encoded = fdtable::encoding(&mut fds, || {
-        postcard::serialize_with_flavor(value, Fixed::new(body))
+        // postcard's `serialize_with_flavor`, written out so that it inlines.
+        let mut serializer = postcard::Serializer {
+            output: Fixed::new(body),
+        };
+        value
+            .serialize(&mut serializer)
+            .map(|()| serializer.output.len)
     });
     let sent = match encoded {
         Ok(len) => {
@@ -645,27 +651,26 @@ pub(crate) fn decode<T: DeserializeOwned>(
     rings: &mut RingSet,
     limit: usize,
 ) -> Result<T, ChannelError> {
-    let header = Header::parse(frame, fds.len(), limit)?;
-    if header.kind == BodyKind::Inline && fds.is_empty() {
+    if let (true, Some(body)) = (fds.is_empty(), Header::plain_body(frame, limit)) {
         // The common frame: the body follows, no fds (and the table, empty
         // between receives, stays out of it).
-        let (decoded, violation) =
-            fdtable::decoding(table, || depth::decode::<T>(&frame[HEADER_LEN..]));
+        let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
         return finish(decoded.map(|(value, rest)| (value, rest.len())), violation);
     }
-    decode_any(frame, header, fds, table, rings, limit)
+    decode_any(frame, fds, table, rings, limit)
 }
 
-/// [`decode`] of a frame with fds, or with its body elsewhere.
+/// [`decode`] of a frame with fds, or with its body elsewhere (or one that
+/// fails validation).
 #[inline(never)]
 fn decode_any<T: DeserializeOwned>(
     frame: &[u8],
-    header: Header,
     fds: &mut Vec<OwnedFd>,
     table: &mut Vec<Option<OwnedFd>>,
     rings: &mut RingSet,
     limit: usize,
 ) -> Result<T, ChannelError> {
+    let header = Header::parse(frame, fds.len(), limit)?;
     if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
         let attached = if r.attached { fds.pop() } else { None };
         let ring = rings.ring_for(r, attached, limit)?;

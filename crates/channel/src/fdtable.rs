@@ -233,6 +233,7 @@ fn decoding_empty<R>(decode: impl FnOnce() -> R) -> (R, Option<ChannelError>) {
         outer_violation: Option<u32>,
     }
     impl Drop for Leave {
+        #[inline]
         fn drop(&mut self) {
             IN.set(self.outer);
             IN_EMPTY_VIOLATION.set(self.outer_violation);

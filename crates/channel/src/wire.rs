@@ -92,22 +92,28 @@ impl Header {
     /// bytes that arrived with `fds` fds, against the receiver's `limit`.
     #[inline]
     pub(crate) fn parse(frame: &[u8], fds: usize, limit: usize) -> Result<Header, FrameError> {
-        // The common frame first, in one comparison: inline, no fds, no
-        // flags. Anything else takes the checks of `parse_any`, which name
-        // the fault.
-        const PLAIN: [u8; 8] = [MAGIC[0], MAGIC[1], WIRE_VERSION, 0, 0, 0, 0, 0];
-        if let (0, Some((head, body))) = (fds, frame.split_first_chunk::<HEADER_LEN>()) {
-            let body_len = u64_at(head, 8);
-            if head[..8] == PLAIN && body_len <= limit as u64 && body.len() as u64 == body_len {
-                return Ok(Header {
-                    kind: BodyKind::Inline,
-                    fd_count: 0,
-                    body_len,
-                    ring: None,
-                });
-            }
+        if let (0, Some(body)) = (fds, Self::plain_body(frame, limit)) {
+            return Ok(Header {
+                kind: BodyKind::Inline,
+                fd_count: 0,
+                body_len: body.len() as u64,
+                ring: None,
+            });
         }
         Self::parse_any(frame, fds, limit)
+    }
+
+    /// The body of the common frame (inline, no fds, no flags, within
+    /// `limit`), checked in one comparison; `None` for any other frame,
+    /// which [`parse`](Self::parse) checks field by field. The caller
+    /// checks that no fds arrived.
+    #[inline]
+    pub(crate) fn plain_body(frame: &[u8], limit: usize) -> Option<&[u8]> {
+        const PLAIN: [u8; 8] = [MAGIC[0], MAGIC[1], WIRE_VERSION, 0, 0, 0, 0, 0];
+        let (head, body) = frame.split_first_chunk::<HEADER_LEN>()?;
+        let body_len = u64_at(head, 8);
+        (head[..8] == PLAIN && body_len <= limit as u64 && body.len() as u64 == body_len)
+            .then_some(body)
     }
 
     /// [`parse`](Self::parse) of any frame.

@@ -120,9 +120,17 @@ impl RecvCmsgBuf {
     pub(crate) fn with<R>(f: impl FnOnce(&mut RecvCmsgBuf) -> R) -> R {
         RECV_CONTROL.with(|c| match c.try_borrow_mut() {
             Ok(mut buf) => f(&mut buf),
-            Err(_) => f(&mut RecvCmsgBuf {
-                bytes: [0; BUF_LEN],
-            }),
+            Err(_) => Self::with_fresh(f),
+        })
+    }
+
+    /// [`with`](Self::with) when this thread's buffer is in use: out of
+    /// line, so that `f` is inlined once, into the common path.
+    #[cold]
+    #[inline(never)]
+    fn with_fresh<R>(f: impl FnOnce(&mut RecvCmsgBuf) -> R) -> R {
+        f(&mut RecvCmsgBuf {
+            bytes: [0; BUF_LEN],
         })
     }
 
