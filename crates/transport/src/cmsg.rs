@@ -213,16 +213,19 @@ fn take_fd(bytes: &[u8]) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+#[inline]
 fn read_usize(b: &[u8]) -> usize {
     let mut raw = [0u8; ALIGN];
     raw.copy_from_slice(&b[..ALIGN]);
     usize::from_ne_bytes(raw)
 }
 
+#[inline]
 fn read_i32(b: &[u8]) -> i32 {
     i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }
 
+#[inline]
 fn read_u32(b: &[u8]) -> u32 {
     u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }
