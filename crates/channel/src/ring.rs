@@ -200,6 +200,13 @@ impl RingTx {
     /// The start is chosen so that byte `skew` of the body (where its
     /// largest byte block begins) falls on a cache-line boundary: copies in
     /// and out of the ring then run on aligned lines.
+    ///
+    /// Bodies are kept in the first [`window`](Self::window) of the data
+    /// area while the receiver keeps up: a ring that grew for one large
+    /// value would otherwise have every later small body walk all of it,
+    /// through memory long out of the caches (and, on the first lap, pages
+    /// the kernel has yet to allocate). Measured here before this rule:
+    /// after one 16 MiB value, 1 MiB values went from 36 GB/s to 10-11 GB/s.
     pub(crate) fn place(&self, len: u64, skew: u64) -> Result<Option<u64>, Corrupt> {
         let consumed = self.map.u64_at(CONSUMED).load(SeqCst);
         if consumed > self.written || self.written - consumed > self.capacity {
@@ -207,13 +214,34 @@ impl RingTx {
         }
         let skew = skew % LINE;
         let aligned = |p: u64| (p + skew).next_multiple_of(LINE) - skew;
+        // The first aligned position of the lap after the one `p` is in.
+        let next_lap = |p: u64| aligned(p - p % self.capacity + self.capacity);
+        let fits = |start: u64| {
+            start % self.capacity + len <= self.capacity && start + len - consumed <= self.capacity
+        };
+        let window = self.window(len);
         let mut start = aligned(self.written);
         if start % self.capacity + len > self.capacity {
             // It would wrap: start the next lap instead.
-            start = aligned(start - start % self.capacity + self.capacity);
+            start = next_lap(start);
+        } else if start % self.capacity + len > window
+            && next_lap(start) + window - consumed <= self.capacity
+        {
+            // Past the window, and the receiver has freed the window at the
+            // ring's start: a whole window of room there (with less, a
+            // sender ahead of its receiver would only wait sooner).
+            start = next_lap(start);
         }
-        let fits = start % self.capacity + len <= self.capacity;
-        Ok((fits && start + len - consumed <= self.capacity).then_some(start))
+        Ok(fits(start).then_some(start))
+    }
+
+    /// The stretch at the start of the data area that bodies of `len` bytes
+    /// are kept in when they can be: the size of a ring made for them (four
+    /// times the body, at least [`MIN_RING`]).
+    fn window(&self, len: u64) -> u64 {
+        len.saturating_mul(4)
+            .max(MIN_RING as u64)
+            .min(self.capacity)
     }
 
     /// Waits until a body of `len` bytes has room or `until` passes.
@@ -520,6 +548,45 @@ mod tests {
         assert_eq!(next % tx.capacity, 0, "a body that would wrap starts over");
         assert!(rx.body(next, len).is_ok());
         assert!(rx.body(next + 1, tx.capacity).is_err());
+    }
+
+    #[test]
+    fn small_bodies_stay_in_the_window_of_a_grown_ring() {
+        let mut tx = RingTx::create(4 * MIN_RING).unwrap();
+        let rx = RingRx::adopt(tx.fd().try_clone_to_owned().unwrap(), tx.id(), true).unwrap();
+        let len = MIN_RING as u64 / 8;
+        let window = MIN_RING as u64;
+        // A receiver that lags: the window's start is unread, so bodies go
+        // on past the window's end into the rest of the ring rather than
+        // wait, never over an unread one, until the ring is full.
+        let mut unread: Vec<u64> = Vec::new();
+        while let Some(start) = tx.place(len, 0).unwrap() {
+            assert!(
+                unread.iter().all(|&u| start >= u + len),
+                "a body placed over an unread one"
+            );
+            tx.commit(start, len);
+            unread.push(start);
+            assert!(unread.len() < 1000, "the ring never filled");
+        }
+        assert_eq!(
+            unread.len() as u64,
+            tx.capacity / len,
+            "the whole ring was used"
+        );
+        // A receiver that keeps up (every body is read before the next is
+        // placed): no body starts past the window's end.
+        rx.release(unread.last().unwrap() + len);
+        for i in 0..40 {
+            let start = tx.place(len, 0).unwrap().expect("room");
+            assert!(
+                start % tx.capacity + len <= window,
+                "body {i} at offset {} outside the window",
+                start % tx.capacity
+            );
+            tx.commit(start, len);
+            rx.release(start + len);
+        }
     }
 
     #[test]
