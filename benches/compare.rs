@@ -184,6 +184,8 @@ impl Plan {
 enum What {
     /// µs per small round trip.
     RttSmall,
+    /// µs per small round trip with writes that cannot raise SIGPIPE.
+    RttNoSignal,
     /// µs per round trip with this many fds each way.
     RttFds(usize),
     /// µs per round trip of a payload of this size.
@@ -371,6 +373,9 @@ fn run_round(all: &mut [Box<dyn Contender>], plan: &Plan, round: usize, samples:
             place(c.as_ref(), Placement::SameCpu);
             let d = c.rtt_small(iters);
             record(What::RttSmall, c.kind(), micros_per(d, iters));
+            if let Some(d) = c.rtt_small_nosignal(iters) {
+                record(What::RttNoSignal, c.kind(), micros_per(d, iters));
+            }
         }
     }
     for pass in 0..RTT_PASSES {
@@ -677,6 +682,47 @@ impl Tables {
                 fmt_ratio(s.ratio(What::RttSmall, k, k.baseline())),
                 k.baseline().name().into(),
                 fmt_ratio(s.ratio(What::RttSmall, k, ipc)),
+            ]);
+        }
+        list.push(t);
+
+        // The floor of a pipe writer that survives a reader that left.
+        let mut t = Table::new(
+            "round trip of a small message over pipes whose writes cannot raise SIGPIPE",
+            format!(
+                "{same}; measured with the small round trips; raw pipe here writes with \
+                 pwritev2(RWF_NOSIGNAL) instead of write, as a pipe writer that must \
+                 survive a reader that went away does (courier's pipe transport writes so); \
+                 the last column compares with raw pipe's plain write/read round trip (the \
+                 baseline of the pipe round trip)"
+            ),
+            &[
+                "contender",
+                "rtt µs",
+                "p25-p75",
+                "vs raw pwritev2/read",
+                "vs raw write/read",
+            ],
+        );
+        let floor = s.median(What::RttNoSignal, Kind::RawPipe);
+        let plain = s.median(What::RttSmall, Kind::RawPipe);
+        let rows = [
+            (
+                "raw pipe, pwritev2(RWF_NOSIGNAL)",
+                What::RttNoSignal,
+                Kind::RawPipe,
+            ),
+            ("raw pipe, write", What::RttSmall, Kind::RawPipe),
+            (Kind::TypedPipe.name(), What::RttSmall, Kind::TypedPipe),
+        ];
+        for (name, what, k) in rows {
+            let v = s.median(what, k);
+            t.row(vec![
+                name.into(),
+                fmt_us(v),
+                fmt_spread(s.spread(what, k)),
+                fmt_ratio(v.zip(floor).map(|(v, f)| v / f)),
+                fmt_ratio(v.zip(plain).map(|(v, p)| v / p)),
             ]);
         }
         list.push(t);

@@ -41,12 +41,13 @@ pub mod typed;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
@@ -228,6 +229,15 @@ pub trait Contender {
     fn rtt_small(&mut self, iters: u64) -> Duration;
     /// `iters` round trips of a `size`-byte payload.
     fn rtt_bytes(&mut self, size: usize, iters: u64) -> Duration;
+    /// `iters` round trips of a small message whose writes cannot raise
+    /// SIGPIPE, where that is a different call than [`rtt_small`]'s
+    /// (raw pipes: `pwritev2` with `RWF_NOSIGNAL` instead of `write`).
+    ///
+    /// [`rtt_small`]: Contender::rtt_small
+    fn rtt_small_nosignal(&mut self, iters: u64) -> Option<Duration> {
+        let _ = iters;
+        None
+    }
     /// `iters` round trips of a message carrying `fds` fds each way.
     /// Only called when [`Kind::passes_fds`].
     fn rtt_fds(&mut self, fds: usize, iters: u64) -> Duration;
@@ -302,6 +312,8 @@ pub enum Cmd {
     Sink { size: usize, count: u64 },
     /// Echo `count` 8-byte messages with `fds` fds each.
     EchoFds { fds: usize, count: u64 },
+    /// Echo `count` 8-byte messages, writing with [`write_nosignal`].
+    EchoNoSignal { count: u64 },
 }
 
 /// The encoded length of a [`Cmd`].
@@ -314,6 +326,7 @@ impl Cmd {
             Cmd::Echo { size, count } => (1u64, size as u64, count),
             Cmd::Sink { size, count } => (2, size as u64, count),
             Cmd::EchoFds { fds, count } => (3, fds as u64, count),
+            Cmd::EchoNoSignal { count } => (4, 8, count),
         };
         let mut out = [0u8; CMD_LEN];
         out[..8].copy_from_slice(&op.to_le_bytes());
@@ -337,6 +350,7 @@ impl Cmd {
                 fds: size,
                 count: b,
             },
+            4 => Cmd::EchoNoSignal { count: b },
             op => panic!("unknown command {op}"),
         }
     }
@@ -411,6 +425,32 @@ pub fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> bool {
 /// Writes all of `buf`.
 pub fn write_all(w: &mut impl Write, buf: &[u8]) {
     w.write_all(buf).expect("write");
+}
+
+/// `RWF_NOSIGNAL` (Linux 6.18+, `linux/fs.h`): a write to a pipe whose
+/// reader is gone fails with `EPIPE` without raising SIGPIPE.
+const RWF_NOSIGNAL: nix::libc::c_int = 0x100;
+
+/// Writes all of `buf` with `pwritev2(RWF_NOSIGNAL)`: what a pipe writer
+/// that must survive a reader that went away calls instead of `write`,
+/// whatever the process's SIGPIPE disposition.
+pub fn write_nosignal(fd: BorrowedFd<'_>, mut buf: &[u8]) {
+    use nix::libc;
+    while !buf.is_empty() {
+        let iov = libc::iovec {
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: `iov` describes `buf`, a live borrow the kernel only
+        // reads during the call; offset -1 is the file position (a pipe's
+        // only one).
+        let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, RWF_NOSIGNAL) };
+        match n {
+            n if n > 0 => buf = &buf[n as usize..],
+            _ if Errno::last() == Errno::EINTR => {}
+            _ => panic!("pwritev2: {}", Errno::last()),
+        }
+    }
 }
 
 // ---- pinning -------------------------------------------------------------

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 
-use super::{read_exact_or_eof, write_all, Cmd, Contender, Kind, Payloads, Reaped, CMD_LEN};
+use super::{
+    read_exact_or_eof, write_all, write_nosignal, Cmd, Contender, Kind, Payloads, Reaped, CMD_LEN,
+};
 
 /// The pipe capacity asked for, as courier does (halved while the kernel
 /// refuses, as past `pipe-user-pages-soft`).
@@ -105,6 +107,18 @@ impl Contender for RawPipe {
         elapsed
     }
 
+    fn rtt_small_nosignal(&mut self, iters: u64) -> Option<Duration> {
+        write_all(&mut self.to, &Cmd::EchoNoSignal { count: iters }.encode());
+        let mut word = [0u8; 8];
+        let start = Instant::now();
+        for i in 0..iters {
+            write_nosignal(self.to.as_fd(), &i.to_le_bytes());
+            assert!(read_exact_or_eof(&mut self.from, &mut word), "child gone");
+            assert_eq!(u64::from_le_bytes(word), i);
+        }
+        Some(start.elapsed())
+    }
+
     fn rtt_fds(&mut self, _fds: usize, _iters: u64) -> Duration {
         unreachable!("pipes carry no fds")
     }
@@ -156,6 +170,15 @@ pub fn child() {
                     }
                 }
                 write_all(&mut output, &count.to_le_bytes());
+            }
+            Cmd::EchoNoSignal { count } => {
+                let mut word = [0u8; 8];
+                for _ in 0..count {
+                    if !read_exact_or_eof(&mut input, &mut word) {
+                        return;
+                    }
+                    write_nosignal(output.as_fd(), &word);
+                }
             }
             Cmd::EchoFds { .. } => panic!("pipes carry no fds"),
         }

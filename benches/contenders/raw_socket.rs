@@ -263,6 +263,7 @@ pub fn child() {
                     close_all(&mut fds);
                 }
             }
+            Cmd::EchoNoSignal { .. } => panic!("a pipe command"),
         }
     }
 }

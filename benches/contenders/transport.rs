@@ -194,6 +194,7 @@ pub fn child() {
                     fds.clear(); // closes them
                 }
             }
+            Cmd::EchoNoSignal { .. } => panic!("a pipe command"),
         }
     }
 }
