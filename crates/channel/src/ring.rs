@@ -33,7 +33,9 @@
 //!
 //! Positions count bytes since the ring was made; a body occupies
 //! `[start, start + len)` and never wraps: one that would is placed at the
-//! next multiple of the capacity, the skipped tail counted as used.
+//! next multiple of the capacity, the skipped tail counted as used. The
+//! sender skips to the next lap early, too, to keep bodies near the start
+//! of a ring that grew (see [`RingTx::place`]).
 
 use std::ffi::c_void;
 use std::io;
