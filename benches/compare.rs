@@ -800,7 +800,7 @@ impl Tables {
         list.push(t);
         let mut t = Table::new(
             "round trip of a payload by size, ratio to the best raw path at that size",
-            "lower is better; 1.00 = as fast as the fastest of raw SEQPACKET, raw pipe, raw shm",
+            "lower is better; 1.00 = as fast as the fastest of the raw paths (SEQPACKET, pipe, shm with either piece size)",
             &header,
         );
         for k in Kind::ALL {
@@ -1113,8 +1113,9 @@ fn docs_markdown(
 }
 
 /// Colors per contender, in [`Kind::ALL`] order.
-const COLORS: [&str; 8] = [
-    "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#d62728", "#ff7f0e", "#e377c2", "#17becf",
+const COLORS: [&str; 9] = [
+    "#1f77b4", "#2ca02c", "#9467bd", "#bcbd22", "#8c564b", "#d62728", "#ff7f0e", "#e377c2",
+    "#17becf",
 ];
 
 /// Two log-log panels: round trip (µs) and one-way throughput (MB/s)
@@ -1153,10 +1154,10 @@ fn plot_svg(s: &Samples) -> String {
             .collect();
         panel(&mut svg, title, unit, x0, 40.0, 430.0, 400.0, &series);
     }
-    // Legend, two rows of four.
+    // Legend, two rows of five.
     for (i, k) in Kind::ALL.iter().enumerate() {
-        let x = 80.0 + (i % 4) as f64 * 250.0;
-        let y = 505.0 + (i / 4) as f64 * 22.0;
+        let x = 60.0 + (i % 5) as f64 * 205.0;
+        let y = 505.0 + (i / 5) as f64 * 22.0;
         let dash = if k.is_raw() {
             r#" stroke-dasharray="6 4""#
         } else {

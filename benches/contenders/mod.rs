@@ -70,8 +70,11 @@ pub enum Kind {
     RawSeqPacket,
     /// Two pipes with plain `write`/`read`.
     RawPipe,
-    /// A memfd ring set up once, notifications over SEQPACKET.
+    /// A memfd ring set up once, notifications over SEQPACKET, pieces of
+    /// at most 256 KiB.
     RawShm,
+    /// The same with pieces of at most 2 MiB.
+    RawShmLarge,
     /// courier-transport's `SeqPacketSocket`, used directly.
     Transport,
     /// courier's typed channel over SEQPACKET (the default).
@@ -86,10 +89,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every contender, in table order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::RawSeqPacket,
         Kind::RawPipe,
         Kind::RawShm,
+        Kind::RawShmLarge,
         Kind::Transport,
         Kind::TypedSeqPacket,
         Kind::TypedDgram,
@@ -102,7 +106,8 @@ impl Kind {
         match self {
             Kind::RawSeqPacket => "raw SEQPACKET",
             Kind::RawPipe => "raw pipe",
-            Kind::RawShm => "raw shm ring",
+            Kind::RawShm => "raw shm, 256K pieces",
+            Kind::RawShmLarge => "raw shm, 2M pieces",
             Kind::Transport => "courier-transport",
             Kind::TypedSeqPacket => "typed SEQPACKET",
             Kind::TypedDgram => "typed DGRAM",
@@ -117,6 +122,7 @@ impl Kind {
             Kind::RawSeqPacket => "raw-seqpacket",
             Kind::RawPipe => "raw-pipe",
             Kind::RawShm => "raw-shm",
+            Kind::RawShmLarge => "raw-shm-2m",
             Kind::Transport => "transport",
             Kind::TypedSeqPacket => "typed-seqpacket",
             Kind::TypedDgram => "typed-dgram",
@@ -145,16 +151,23 @@ impl Kind {
                 human(raw_pipe::PIPE_SIZE),
                 human(raw_pipe::probe_capacity())
             ),
-            Kind::RawShm => format!(
+            Kind::RawShm | Kind::RawShmLarge => format!(
                 "a memfd of {} mapped once in both processes (the fd passed once at setup, \
                  MAP_POPULATE), one {} ring per direction of variable-size slots; the sender \
                  copies each piece of at most {} into the next free stretch of the ring and \
                  sends a 24-byte notification over a SEQPACKET socket, the receiver copies it \
                  out into its own reused buffer and returns credits (once a quarter of the \
-                 ring is owed, or piggybacked on its own notifications). No fds.",
+                 ring is owed, or piggybacked on its own notifications). No fds. Two \
+                 contenders, one per piece size ({} and {}): which is faster depends on the \
+                 machine, and the best raw path takes the faster.",
                 human(2 * raw_shm::RING),
                 human(raw_shm::RING),
-                human(raw_shm::PIECE)
+                human(match self {
+                    Kind::RawShm => raw_shm::PIECES[0],
+                    _ => raw_shm::PIECES[1],
+                }),
+                human(raw_shm::PIECES[0]),
+                human(raw_shm::PIECES[1])
             ),
             Kind::Transport => format!(
                 "courier-transport's `SeqPacketSocket` used directly: `send`/`recv`, and \
@@ -193,7 +206,10 @@ impl Kind {
 
     /// Whether it is one of the raw baselines.
     pub fn is_raw(self) -> bool {
-        matches!(self, Kind::RawSeqPacket | Kind::RawPipe | Kind::RawShm)
+        matches!(
+            self,
+            Kind::RawSeqPacket | Kind::RawPipe | Kind::RawShm | Kind::RawShmLarge
+        )
     }
 
     /// The raw baseline it is compared with in round-trip tables.
@@ -201,6 +217,7 @@ impl Kind {
         match self {
             Kind::RawPipe | Kind::TypedPipe => Kind::RawPipe,
             Kind::RawShm => Kind::RawShm,
+            Kind::RawShmLarge => Kind::RawShmLarge,
             _ => Kind::RawSeqPacket,
         }
     }
@@ -210,7 +227,8 @@ impl Kind {
         match self {
             Kind::RawSeqPacket => Box::new(raw_socket::RawSocket::start()),
             Kind::RawPipe => Box::new(raw_pipe::RawPipe::start()),
-            Kind::RawShm => Box::new(raw_shm::RawShm::start()),
+            Kind::RawShm => Box::new(raw_shm::RawShm::start(self, raw_shm::PIECES[0])),
+            Kind::RawShmLarge => Box::new(raw_shm::RawShm::start(self, raw_shm::PIECES[1])),
             Kind::Transport => Box::new(transport::TransportSocket::start()),
             Kind::TypedSeqPacket => Box::new(typed::Typed::start(typed::Over::SeqPacket)),
             Kind::TypedDgram => Box::new(typed::Typed::start(typed::Over::Dgram)),

@@ -6,7 +6,7 @@
 //! is the parent-to-child ring, the second the child-to-parent ring.
 //!
 //! Each ring is a ring of variable-size slots: a payload goes as pieces of
-//! at most [`PIECE`] bytes, each in the next free stretch of the ring
+//! at most one of [`PIECES`] bytes (one contender each), each in the next free stretch of the ring
 //! (64-byte aligned; a piece that would straddle the end starts again at
 //! the beginning). Sending a piece: wait for room (credits), copy it in,
 //! send a 24-byte notification (offset, length, last piece or not) over a
@@ -35,11 +35,16 @@ use nix::sys::socket::{recv, send, sendmsg, ControlMessage, MsgFlags};
 
 use super::{Contender, Kind, Reaped};
 
-/// The largest piece a payload is split into. Measured one-way (64 KiB to
-/// 16 MiB payloads, split CPUs) with 64 KiB to 2 MiB pieces: 128 KiB to
-/// 256 KiB were the fastest (the pieces stay in the 2.5 MiB L2 while the
-/// receiver copies them out); the machine was too noisy to separate them.
-pub const PIECE: usize = 256 << 10;
+/// The largest piece a payload is split into, for each of the two raw shm
+/// contenders. The piece is the pipelining step: smaller pieces let the
+/// receiver copy out sooner and stay in the caches, larger ones take fewer
+/// notifications (a syscall and often a wakeup each). Which wins depends
+/// on the machine: 128 KiB to 256 KiB were fastest on an Intel Xeon with
+/// 2.5 MiB of L2 where the bench was written; on an AMD EPYC with 2 MiB of
+/// L2 and dear syscalls, 2 MiB pieces moved 1 MiB payloads at 27.8 GB/s
+/// against 12.6 GB/s with 256 KiB pieces. Both run, and the best raw path
+/// at each size is the faster of them.
+pub const PIECES: [usize; 2] = [256 << 10, 2 << 20];
 
 /// Bytes per ring (one per direction).
 pub const RING: usize = 8 << 20;
@@ -52,7 +57,7 @@ const FLUSH: usize = RING / 4;
 /// Pieces start at multiples of this (no cache line shared by two pieces).
 const ALIGN: usize = 64;
 
-const _: () = assert!(PIECE <= RING / 4 && RING <= u32::MAX as usize);
+const _: () = assert!(PIECES[0] <= PIECES[1] && PIECES[1] <= RING / 4 && RING <= u32::MAX as usize);
 
 const CTL_LEN: usize = 24;
 const SETUP: u32 = 0x5348_4d31;
@@ -150,6 +155,8 @@ impl Drop for Mapping {
 struct Link {
     sock: OwnedFd,
     map: Mapping,
+    /// The largest piece, one of [`PIECES`].
+    piece: usize,
     tx_base: usize,
     rx_base: usize,
     /// Bytes of our sending ring taken, and given back by the peer.
@@ -168,11 +175,12 @@ struct Link {
 const LAST: u64 = 1 << 63;
 
 impl Link {
-    fn new(sock: OwnedFd, map: Mapping, parent: bool) -> Link {
+    fn new(sock: OwnedFd, map: Mapping, piece: usize, parent: bool) -> Link {
         let (tx_base, rx_base) = if parent { (0, RING) } else { (RING, 0) };
         Link {
             sock,
             map,
+            piece,
             tx_base,
             rx_base,
             tx_head: 0,
@@ -220,8 +228,8 @@ impl Link {
 
     /// Sends `payload` through the ring.
     fn send_msg(&mut self, payload: &[u8]) {
-        let pieces = payload.len().div_ceil(PIECE);
-        for (i, piece) in payload.chunks(PIECE).enumerate() {
+        let pieces = payload.len().div_ceil(self.piece);
+        for (i, piece) in payload.chunks(self.piece).enumerate() {
             let span = piece.len().next_multiple_of(ALIGN);
             let pos = (self.tx_head % RING as u64) as usize;
             let (pad, offset) = if pos + span > RING {
@@ -255,7 +263,7 @@ impl Link {
             // The sender starts again at 0 when a piece would straddle the
             // end; the skipped tail is consumed too.
             let pad = if offset == pos { 0 } else { RING - pos };
-            assert!(len <= PIECE && (offset == pos || offset == 0));
+            assert!(len <= self.piece && (offset == pos || offset == 0));
             self.map.read_into(self.rx_base + offset, len, out);
             let consumed = pad + len.next_multiple_of(ALIGN);
             self.rx_tail += consumed as u64;
@@ -291,6 +299,7 @@ fn empty_buffer() -> Vec<u8> {
 
 /// The parent side.
 pub struct RawShm {
+    kind: Kind,
     link: Link,
     buf: Vec<u8>,
     payloads: super::Payloads<Vec<u8>>,
@@ -299,8 +308,10 @@ pub struct RawShm {
 
 impl RawShm {
     /// Creates and maps the memfd, spawns the child with its socket end as
-    /// stdin, and passes it the memfd.
-    pub fn start() -> Self {
+    /// stdin, and passes it the memfd; payloads go in pieces of at most
+    /// `piece` bytes (one of [`PIECES`]), `kind` names the contender.
+    pub fn start(kind: Kind, piece: usize) -> Self {
+        assert!(PIECES.contains(&piece));
         let memfd = memfd_create(c"courier-bench-ring", MFdFlags::MFD_CLOEXEC).expect("memfd");
         nix::unistd::ftruncate(&memfd, (2 * RING) as i64).expect("ftruncate");
         let map = Mapping::new(&memfd, 2 * RING);
@@ -313,7 +324,7 @@ impl RawShm {
             kind: SETUP,
             credits: 0,
             a: RING as u64,
-            b: PIECE as u64,
+            b: piece as u64,
         }
         .encode();
         let fds = [memfd.as_raw_fd()];
@@ -327,7 +338,8 @@ impl RawShm {
         .expect("send the memfd");
         drop(memfd); // the mappings keep the memory
         RawShm {
-            link: Link::new(ours, map, true),
+            kind,
+            link: Link::new(ours, map, piece, true),
             buf: empty_buffer(),
             payloads: super::Payloads::default(),
             child: Reaped(child),
@@ -337,7 +349,7 @@ impl RawShm {
 
 impl Contender for RawShm {
     fn kind(&self) -> Kind {
-        Kind::RawShm
+        self.kind
     }
 
     fn rtt_small(&mut self, iters: u64) -> Duration {
@@ -399,13 +411,12 @@ pub fn child() {
         return; // the parent went away before setup
     }
     let ctl = Ctl::decode(&setup);
-    assert_eq!(
-        (ctl.kind, ctl.a, ctl.b, fds.len()),
-        (SETUP, RING as u64, PIECE as u64, 1)
-    );
+    let piece = ctl.b as usize;
+    assert_eq!((ctl.kind, ctl.a, fds.len()), (SETUP, RING as u64, 1));
+    assert!(PIECES.contains(&piece), "piece size {piece}");
     let map = Mapping::new(&fds[0], 2 * RING);
     drop(fds);
-    let mut link = Link::new(OwnedFd::from(sock), map, false);
+    let mut link = Link::new(OwnedFd::from(sock), map, piece, false);
     let mut buf = empty_buffer();
     while let Some(ctl) = link.recv_ctl() {
         match ctl.kind {
