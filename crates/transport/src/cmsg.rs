@@ -5,7 +5,7 @@
 //! found in it becomes an [`OwnedFd`] at once, including fds courier did not
 //! ask for (`SCM_PIDFD`), so nothing the kernel installs can leak.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -109,27 +109,33 @@ pub(crate) struct RecvCmsgBuf {
 }
 
 thread_local! {
-    static RECV_CONTROL: RefCell<RecvCmsgBuf> = const {
-        RefCell::new(RecvCmsgBuf { bytes: [0; BUF_LEN] })
-    };
+    /// This thread's buffer while no receive holds it. A receive takes it
+    /// out and puts it back: two plain moves that inline into the receive,
+    /// where a borrow of a `RefCell` inside `LocalKey::with` did not.
+    static RECV_CONTROL: Cell<Option<Box<RecvCmsgBuf>>> = const { Cell::new(None) };
 }
 
 impl RecvCmsgBuf {
-    /// Runs `f` with this thread's buffer (a fresh one if it is in use).
+    /// Runs `f` with this thread's buffer (a fresh one on the thread's
+    /// first receive, or while another receive on it holds the buffer).
     #[inline]
     pub(crate) fn with<R>(f: impl FnOnce(&mut RecvCmsgBuf) -> R) -> R {
-        RECV_CONTROL.with(|c| match c.try_borrow_mut() {
-            Ok(mut buf) => f(&mut buf),
-            Err(_) => Self::with_fresh(f),
-        })
+        let mut buf = RECV_CONTROL
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(Self::fresh);
+        let result = f(&mut buf);
+        // `try_with`: a receive from a thread-local's destructor still works.
+        let _ = RECV_CONTROL.try_with(|c| c.set(Some(buf)));
+        result
     }
 
-    /// [`with`](Self::with) when this thread's buffer is in use: out of
-    /// line, so that `f` is inlined once, into the common path.
+    /// A zeroed buffer, on the heap.
     #[cold]
     #[inline(never)]
-    fn with_fresh<R>(f: impl FnOnce(&mut RecvCmsgBuf) -> R) -> R {
-        f(&mut RecvCmsgBuf {
+    fn fresh() -> Box<RecvCmsgBuf> {
+        Box::new(RecvCmsgBuf {
             bytes: [0; BUF_LEN],
         })
     }
