@@ -264,7 +264,7 @@ pub(crate) fn send<T: Serialize>(shared: &Shared, value: &T, wait: Wait) -> Resu
         };
         value
             .serialize(&mut serializer)
-            .map(|()| serializer.output.len)
+            .and_then(|()| postcard::ser_flavors::Flavor::finalize(serializer.output))
     });
     let sent = match encoded {
         Ok(len) => {
@@ -502,6 +502,7 @@ impl postcard::ser_flavors::Flavor for Fixed<'_> {
         Ok(())
     }
 
+    #[inline]
     fn finalize(self) -> postcard::Result<usize> {
         Ok(self.len)
     }

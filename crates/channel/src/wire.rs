@@ -88,25 +88,11 @@ impl Header {
         }
     }
 
-    /// Parses and checks the header of a received frame of `frame.len()`
-    /// bytes that arrived with `fds` fds, against the receiver's `limit`.
-    #[inline]
-    pub(crate) fn parse(frame: &[u8], fds: usize, limit: usize) -> Result<Header, FrameError> {
-        if let (0, Some(body)) = (fds, Self::plain_body(frame, limit)) {
-            return Ok(Header {
-                kind: BodyKind::Inline,
-                fd_count: 0,
-                body_len: body.len() as u64,
-                ring: None,
-            });
-        }
-        Self::parse_any(frame, fds, limit)
-    }
-
     /// The body of the common frame (inline, no fds, no flags, within
     /// `limit`), checked in one comparison; `None` for any other frame,
     /// which [`parse`](Self::parse) checks field by field. The caller
-    /// checks that no fds arrived.
+    /// checks that no fds arrived. It takes exactly the frames `parse`
+    /// takes as inline without fds.
     #[inline]
     pub(crate) fn plain_body(frame: &[u8], limit: usize) -> Option<&[u8]> {
         const PLAIN: [u8; 8] = [MAGIC[0], MAGIC[1], WIRE_VERSION, 0, 0, 0, 0, 0];
@@ -116,9 +102,12 @@ impl Header {
             .then_some(body)
     }
 
-    /// [`parse`](Self::parse) of any frame.
+    /// Parses and checks the header of a received frame of `frame.len()`
+    /// bytes that arrived with `fds` fds, against the receiver's `limit`,
+    /// field by field, naming the fault. Out of line: the common frame is
+    /// taken by [`plain_body`](Self::plain_body) first.
     #[inline(never)]
-    fn parse_any(frame: &[u8], fds: usize, limit: usize) -> Result<Header, FrameError> {
+    pub(crate) fn parse(frame: &[u8], fds: usize, limit: usize) -> Result<Header, FrameError> {
         if frame.len() < HEADER_LEN {
             return Err(FrameError::TooShort { len: frame.len() });
         }
@@ -215,6 +204,48 @@ mod tests {
         h.write(&mut f);
         f.extend_from_slice(body);
         f
+    }
+
+    #[test]
+    fn the_plain_check_takes_exactly_what_parse_takes_as_inline_without_fds() {
+        let plain = Header {
+            kind: BodyKind::Inline,
+            fd_count: 0,
+            body_len: 5,
+            ring: None,
+        };
+        let good = frame(plain, b"hello");
+        assert_eq!(Header::plain_body(&good, 99), Some(&b"hello"[..]));
+        assert_eq!(Header::parse(&good, 0, 99), Ok(plain));
+        // Every one-byte change of the header, a short frame, a body over
+        // the limit, a length that lies: the plain check refuses, and so
+        // does parse unless the frame is still inline without fds.
+        let mut cases = vec![
+            good[..HEADER_LEN - 1].to_vec(),
+            good[..HEADER_LEN + 4].to_vec(),
+        ];
+        for at in 0..HEADER_LEN {
+            let mut bad = good.clone();
+            bad[at] ^= 0x01;
+            cases.push(bad);
+        }
+        for bad in &cases {
+            let inline_without_fds = matches!(
+                Header::parse(bad, 0, 99),
+                Ok(Header {
+                    kind: BodyKind::Inline,
+                    fd_count: 0,
+                    ..
+                })
+            );
+            assert_eq!(
+                Header::plain_body(bad, 99).is_some(),
+                inline_without_fds,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(Header::plain_body(&good, 4), None);
+        assert!(Header::parse(&good, 0, 4).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Ancillary data (control messages), encoded and decoded in safe code.
 //!
-//! The control buffer lives on the stack (no allocation per message) and is
-//! parsed with bounds checks instead of the `CMSG_*` pointer macros. Every fd
+//! Control buffers are on the stack for sends and one per thread for
+//! receives (no allocation per message), and are parsed with bounds checks
+//! instead of the `CMSG_*` pointer macros. Every fd
 //! found in it becomes an [`OwnedFd`] at once, including fds courier did not
 //! ask for (`SCM_PIDFD`), so nothing the kernel installs can leak.
 
@@ -116,8 +117,10 @@ thread_local! {
 }
 
 impl RecvCmsgBuf {
-    /// Runs `f` with this thread's buffer (a fresh one on the thread's
-    /// first receive, or while another receive on it holds the buffer).
+    /// Runs `f` with this thread's buffer. The thread's first receive
+    /// allocates it (zeroed, about 1 KiB); a receive nested in another one
+    /// on the same thread, or one from a thread-local's destructor after
+    /// this one is gone, gets a fresh buffer of its own, freed after it.
     #[inline]
     pub(crate) fn with<R>(f: impl FnOnce(&mut RecvCmsgBuf) -> R) -> R {
         let mut buf = RECV_CONTROL

@@ -11,7 +11,7 @@
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,11 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 const WAIT: Duration = Duration::from_secs(10);
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by each test for its whole run: `HANDLED` counts for the whole
+/// process, so two tests signalling at once could each take the other's
+/// handler run for their own.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 extern "C" fn count(_: libc::c_int) {
     HANDLED.fetch_add(1, Ordering::SeqCst);
@@ -103,6 +108,7 @@ impl Thread {
 
 #[test]
 fn an_interrupted_blocking_receive_waits_on_and_gets_the_frame() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     install_handler();
     let (a, b) = SeqPacketSocket::pair().expect("pair");
     let (tx, rx) = mpsc::channel();
@@ -131,6 +137,7 @@ fn an_interrupted_blocking_receive_waits_on_and_gets_the_frame() {
 
 #[test]
 fn an_interrupted_blocking_send_waits_on_and_sends_the_frame() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     install_handler();
     let (a, b) = SeqPacketSocket::pair().expect("pair");
     // Fill the queue until a send would block.
