@@ -159,7 +159,8 @@ impl Kind {
                  out into its own reused buffer and returns credits (once a quarter of the \
                  ring is owed, or piggybacked on its own notifications). No fds. Two \
                  contenders, one per piece size ({} and {}): which is faster depends on the \
-                 machine, and the best raw path takes the faster.",
+                 machine, and the best raw path takes the faster where they differ (payloads \
+                 larger than the small piece).",
                 human(2 * raw_shm::RING),
                 human(raw_shm::RING),
                 human(match self {
