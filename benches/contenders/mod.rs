@@ -466,8 +466,9 @@ pub fn write_nosignal(fd: BorrowedFd<'_>, mut buf: &[u8]) {
         let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, RWF_NOSIGNAL) };
         match n {
             n if n > 0 => buf = &buf[n as usize..],
-            _ if Errno::last() == Errno::EINTR => {}
-            _ => panic!("pwritev2: {}", Errno::last()),
+            n if n < 0 && Errno::last() == Errno::EINTR => {}
+            n if n < 0 => panic!("pwritev2: {}", Errno::last()),
+            _ => panic!("pwritev2 wrote nothing"),
         }
     }
 }
