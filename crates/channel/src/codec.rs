@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::handshake::Hello;
 use crate::large::{self, RingSet, RingState};
+use crate::ring::{self, Ended};
 use crate::shm::{self, Mapping};
 use crate::wire::{BodyKind, Header, HEADER_LEN, MAX_INLINE_FRAME};
 use crate::{depth, fdtable, ChannelError, Config, FrameError};
@@ -403,13 +404,18 @@ fn send_large<T: Serialize>(
     scratch: &mut Scratch,
     limit: usize,
 ) -> Result<(), SendFail> {
-    let (size, skew) =
-        fdtable::sizing(|| postcard::serialize_with_flavor(value, Measure::default()))
-            .map_err(|e| SendFail::Failed(ChannelError::Encode(e)))?;
+    let (measured, fd_fields) =
+        fdtable::sizing(|| postcard::serialize_with_flavor(value, Measure::default()));
+    let (size, skew) = measured.map_err(|e| SendFail::Failed(ChannelError::Encode(e)))?;
     if size > limit {
         return Err(too_large(size, limit));
     }
-    if let Some(sent) = large::send_in_ring(shared, value, (size, skew), wait, scratch) {
+    let sizing = large::Sizing {
+        size,
+        skew,
+        fd_fields,
+    };
+    if let Some(sent) = large::send_in_ring(shared, value, sizing, wait, scratch) {
         return sent;
     }
     let Scratch { bytes, fds } = scratch;
@@ -605,23 +611,30 @@ pub(crate) fn recv<T: DeserializeOwned>(
         max_fds,
         accept_fds,
     } = shared.receive;
-    let got = shared
-        .link
-        .recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);
-    let len = match got {
-        Ok(Some(len)) => len,
-        Ok(None) => return Err(RecvFail::Disconnected),
-        Err(e) => return Err(recv_fail(e, accept_fds, max_len)),
-    };
-    let result = decode(
-        &state.frame[..len],
-        &mut state.fds,
-        &mut state.table,
-        &mut state.rings,
-        shared.config.get_limit(),
-    );
-    state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
-    result.map_err(RecvFail::Failed)
+    loop {
+        let got = shared
+            .link
+            .recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);
+        let len = match got {
+            Ok(Some(len)) => len,
+            Ok(None) => return Err(RecvFail::Disconnected),
+            Err(e) => return Err(recv_fail(e, accept_fds, max_len)),
+        };
+        let result = decode(
+            &state.frame[..len],
+            &mut state.fds,
+            &mut state.table,
+            &mut state.rings,
+            shared.config.get_limit(),
+        );
+        state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
+        match result {
+            Ok(Some(value)) => return Ok(value),
+            // A streamed value its sender withdrew: it never was.
+            Ok(None) => continue,
+            Err(e) => return Err(RecvFail::Failed(e)),
+        }
+    }
 }
 
 /// Why a frame could not be received.
@@ -644,19 +657,20 @@ fn recv_fail(e: io::Error, accept_fds: bool, max_len: usize) -> RecvFail {
     }
 }
 
-/// Validates a frame and decodes its body with its fds.
+/// Validates a frame and decodes its body with its fds; `None` for a
+/// streamed body its sender withdrew.
 pub(crate) fn decode<T: DeserializeOwned>(
     frame: &[u8],
     fds: &mut Vec<OwnedFd>,
     table: &mut Vec<Option<OwnedFd>>,
     rings: &mut RingSet,
     limit: usize,
-) -> Result<T, ChannelError> {
+) -> Result<Option<T>, ChannelError> {
     if let (true, Some(body)) = (fds.is_empty(), Header::plain_body(frame, limit)) {
         // The common frame: the body follows, no fds (and the table, empty
         // between receives, stays out of it).
         let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
-        return finish(decoded.map(|(value, rest)| (value, rest.len())), violation);
+        return finish(decoded.map(|(value, rest)| (value, rest.len())), violation).map(Some);
     }
     decode_any(frame, fds, table, rings, limit)
 }
@@ -670,20 +684,25 @@ fn decode_any<T: DeserializeOwned>(
     table: &mut Vec<Option<OwnedFd>>,
     rings: &mut RingSet,
     limit: usize,
-) -> Result<T, ChannelError> {
+) -> Result<Option<T>, ChannelError> {
     let header = Header::parse(frame, fds.len(), limit)?;
     if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
         let attached = if r.attached { fds.pop() } else { None };
         let ring = rings.ring_for(r, attached, limit)?;
-        let body = ring.body(r.start, header.body_len)?;
+        let body = ring.body(r.start, header.body_len, r.streamed)?;
         table.clear();
         table.extend(fds.drain(..).map(Some));
-        let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(body));
+        let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(&body));
+        let ended = body.ended();
         // Read (or refused) either way: the space goes back to the sender.
         ring.release(r.start + header.body_len);
         drop(ring);
         rings.retire(r);
-        return finish(decoded, violation);
+        return match ended {
+            None => finish(decoded, violation).map(Some),
+            Some(Ended::Withdrawn) => Ok(None),
+            Some(Ended::Stalled) => Err(FrameError::Stalled { after: ring::STALL }.into()),
+        };
     }
     let mapping;
     let body = match header.kind {
@@ -702,7 +721,7 @@ fn decode_any<T: DeserializeOwned>(
         table.extend(fds.drain(..).map(Some));
     }
     let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
-    finish(decoded.map(|(value, rest)| (value, rest.len())), violation)
+    finish(decoded.map(|(value, rest)| (value, rest.len())), violation).map(Some)
 }
 
 /// The value of a decode, or why there is none.

@@ -18,7 +18,7 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-use crate::ring::SharedBody;
+use crate::ring::RingBody;
 use crate::ringread::{Handoff, Owned, RingFlavor};
 
 /// Container levels a received value may nest. Deep enough for any
@@ -39,7 +39,7 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(
 /// [`ringread`](crate::ringread)). Returns the value and the number of
 /// bytes after it.
 pub(crate) fn decode_ring<T: de::DeserializeOwned>(
-    body: SharedBody<'_>,
+    body: &RingBody<'_>,
 ) -> Result<(T, usize), Option<postcard::Error>> {
     let snapshot = OnceCell::new();
     let handoff = Handoff::default();

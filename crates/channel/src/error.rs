@@ -78,6 +78,14 @@ pub enum FrameError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// The sender of a streamed body (a large value that is read while it
+    /// is written) wrote nothing more of it for `after`: it is taken to be
+    /// gone, and its value is dropped.
+    #[error("streamed body stalled: its sender wrote nothing for {after:?}")]
+    Stalled {
+        /// How long nothing came.
+        after: std::time::Duration,
+    },
     /// An fd index in the body is outside the frame's fd table.
     #[error("value refers to fd {index} but the frame carries {count}")]
     FdIndexOutOfRange {

@@ -125,8 +125,9 @@ fn give_back(mut fds: Vec<OwnedFd>) {
 }
 
 /// Runs `measure` (an encoding whose output is only counted) with fd
-/// fields numbered, not duplicated.
-pub(crate) fn sizing<R>(measure: impl FnOnce() -> R) -> R {
+/// fields numbered, not duplicated. Returns its result and how many fd
+/// fields it met.
+pub(crate) fn sizing<R>(measure: impl FnOnce() -> R) -> (R, u32) {
     struct Leave(Out);
     impl Drop for Leave {
         fn drop(&mut self) {
@@ -134,7 +135,12 @@ pub(crate) fn sizing<R>(measure: impl FnOnce() -> R) -> R {
         }
     }
     let _leave = Leave(OUT.replace(Out::Count { next: 0 }));
-    measure()
+    let result = measure();
+    let counted = match OUT.get() {
+        Out::Count { next } => next,
+        Out::Off | Out::Collect { .. } => 0,
+    };
+    (result, counted)
 }
 
 /// Records a copy of `fd` (`F_DUPFD_CLOEXEC`) in the outgoing table and

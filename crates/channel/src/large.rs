@@ -12,7 +12,7 @@ use courier_transport::{Wait, MAX_FDS};
 use serde::Serialize;
 
 use crate::codec::{send_fail, Scratch, SendFail, Shared};
-use crate::ring::{Corrupt, RingRx, RingTx, MAX_RING, MIN_ACCEPTED, MIN_RING};
+use crate::ring::{Corrupt, RingRx, RingTx, MAX_RING, MIN_ACCEPTED, MIN_RING, STREAM_ABOVE};
 use crate::wire::{BodyKind, Header, RingRef, HEADER_LEN, RING_FIELDS};
 use crate::{fdtable, ChannelError, FrameError};
 
@@ -87,15 +87,26 @@ fn lock(ring: &Mutex<RingState>, wait: Wait) -> Option<MutexGuard<'_, RingState>
     }
 }
 
-/// Sends `value`, whose encoding is `size` bytes with its largest byte
-/// block at `skew`, through the ring. `None`
-/// when the ring cannot take it (none allowed, no room in time, the lock
-/// busy for a bounded send, an encoding that changed size): the caller
-/// then sends it in a memfd.
+/// What the measuring pass found out about a value's encoding.
+pub(crate) struct Sizing {
+    /// Its length in bytes.
+    pub(crate) size: usize,
+    /// Where its largest byte block starts.
+    pub(crate) skew: usize,
+    /// How many fd fields it has.
+    pub(crate) fd_fields: u32,
+}
+
+/// Sends `value`, whose encoding `sizing` describes, through the ring:
+/// streamed (see [`stream`](crate::ring::stream)) when it is large, has no
+/// fds and the send may block, else in one piece. `None` when the ring
+/// cannot take it (none allowed, no room in time, the lock busy for a
+/// bounded send, an encoding that changed size, a withdrawn stream): the
+/// caller then sends it in a memfd.
 pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
     shared: &Shared,
     value: &T,
-    (size, skew): (usize, usize),
+    sizing: Sizing,
     wait: Wait,
     scratch: &mut Scratch,
 ) -> Option<Result<(), SendFail>> {
@@ -109,7 +120,22 @@ pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
     IN_RING.set(true);
     let _held = Held;
     let state: &mut RingState = &mut guard;
-    if state.off || !state.ready(size, shared.config.get_shared_ring()) {
+    if state.off {
+        return None;
+    }
+    let Sizing {
+        size,
+        skew,
+        fd_fields,
+    } = sizing;
+    if size > STREAM_ABOVE && fd_fields == 0 && matches!(wait, Wait::Block) {
+        match stream(shared, state, value, (size, skew), scratch) {
+            Streamed::Sent(sent) => return Some(sent),
+            Streamed::Withdrawn => return None,
+            Streamed::NotNow => {}
+        }
+    }
+    if !state.ready(size, shared.config.get_shared_ring()) {
         return None;
     }
     let ring = state.tx.as_mut()?;
@@ -129,25 +155,124 @@ pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
         fds.clear();
         return None;
     }
+    let body = RingBodyRef {
+        start,
+        size,
+        streamed: false,
+        retire: state.retire,
+    };
+    let sent = send_ring_frame(shared, ring, body, fds, bytes, wait);
+    if sent.is_ok() {
+        ring.commit(start, size as u64);
+        state.retire = 0;
+    }
+    Some(sent)
+}
+
+/// How a value went as a streamed body.
+enum Streamed {
+    /// Its frame went (and, when that succeeded, the whole body).
+    Sent(Result<(), SendFail>),
+    /// The receiver drops it: the value has to go another way.
+    Withdrawn,
+    /// Not streamed: a withdrawn body's frame may be unread.
+    NotNow,
+}
+
+/// Streams `value` (`size` bytes, its largest byte block at `skew`)
+/// through the ring: the frame first, then the body as room frees.
+fn stream<T: Serialize + ?Sized>(
+    shared: &Shared,
+    state: &mut RingState,
+    value: &T,
+    (size, skew): (usize, usize),
+    scratch: &mut Scratch,
+) -> Streamed {
+    // Any ring will do: a streamed body wraps around it.
+    if !state.ready(1, shared.config.get_shared_ring()) {
+        return Streamed::NotNow;
+    }
+    let Some(ring) = state.tx.as_mut() else {
+        return Streamed::NotNow;
+    };
+    let start = match ring.stream_start(skew as u64) {
+        Ok(Some(start)) => start,
+        Ok(None) => return Streamed::NotNow,
+        Err(Corrupt) => {
+            state.tx = None;
+            state.off = true;
+            return Streamed::Withdrawn;
+        }
+    };
+    let Scratch { bytes, fds } = scratch;
+    let body = RingBodyRef {
+        start,
+        size,
+        streamed: true,
+        retire: state.retire,
+    };
+    if let Err(e) = send_ring_frame(shared, ring, body, &[], bytes, Wait::Block) {
+        return Streamed::Sent(Err(e));
+    }
+    state.retire = 0;
+    let len = size as u64;
+    let written = fdtable::encoding(fds, || {
+        postcard::serialize_with_flavor(value, ring.stream(start, len, RING_WAIT))
+    });
+    if written == Ok(size) && fds.is_empty() {
+        ring.finish_stream(start, len);
+        return Streamed::Sent(Ok(()));
+    }
+    // The encoding failed, changed size or gained fds (a `Serialize` impl
+    // that differs between two calls), or the receiver freed no room.
+    fds.clear();
+    ring.withdraw(start, len);
+    if ring.corrupt() {
+        state.tx = None;
+        state.off = true;
+    }
+    Streamed::Withdrawn
+}
+
+/// Where a ring frame's body is.
+struct RingBodyRef {
+    start: u64,
+    size: usize,
+    streamed: bool,
+    /// The ring the frame retires (0: none).
+    retire: u64,
+}
+
+/// Sends the frame naming `body` in `ring`, with `fds` (and the ring's
+/// memfd after them until the receiver has acknowledged it).
+fn send_ring_frame(
+    shared: &Shared,
+    ring: &RingTx,
+    body: RingBodyRef,
+    fds: &[OwnedFd],
+    bytes: &mut Vec<u8>,
+    wait: Wait,
+) -> Result<(), SendFail> {
     let attached = !ring.acked();
     let max = MAX_FDS - usize::from(attached);
     if fds.len() > max {
-        return Some(Err(SendFail::Failed(ChannelError::TooManyFds {
+        return Err(SendFail::Failed(ChannelError::TooManyFds {
             count: fds.len(),
             max,
-        })));
+        }));
     }
     bytes.clear();
     bytes.resize(HEADER_LEN + RING_FIELDS, 0);
     Header {
         kind: BodyKind::Ring,
         fd_count: fds.len(),
-        body_len: size as u64,
+        body_len: body.size as u64,
         ring: Some(RingRef {
             id: ring.id(),
-            start,
-            retire: state.retire,
+            start: body.start,
+            retire: body.retire,
             attached,
+            streamed: body.streamed,
         }),
     }
     .write(bytes);
@@ -156,13 +281,10 @@ pub(crate) fn send_in_ring<T: Serialize + ?Sized>(
         .map(AsFd::as_fd)
         .chain(attached.then(|| ring.fd()))
         .collect();
-    let sent = shared.link.send_frame(&[IoSlice::new(bytes)], &all, wait);
-    drop(all);
-    if sent.is_ok() {
-        ring.commit(start, size as u64);
-        state.retire = 0;
-    }
-    Some(sent.map_err(send_fail))
+    shared
+        .link
+        .send_frame(&[IoSlice::new(bytes)], &all, wait)
+        .map_err(send_fail)
 }
 
 /// Where the body goes, waiting a little for room if the send may wait.

@@ -13,7 +13,7 @@
 //! side's mapping can lose its pages (no SIGBUS). It is not sealed against
 //! writing: the sender must reuse it. The receiver therefore never forms a
 //! reference into it: every byte it decodes is first copied into its own
-//! memory (see [`SharedBody`]), so a peer that rewrites the ring while it
+//! memory (see [`RingBody`]), so a peer that rewrites the ring while it
 //! is being read produces at worst a garbled value, which validation then
 //! refuses like any other.
 //!
@@ -29,14 +29,24 @@
 //!                                consumed position to wake it at (0: not waiting)
 //! 320     closed     sender      u64: once the sender has dropped the ring,
 //!                                1 + the position after its last body (0: open)
+//! 384     filled     sender      u64: position up to which a streamed body is written
+//! 448     fill_wake  sender      u32 futex word, bumped to wake a receiver waiting
+//!                                for streamed bytes
+//! 512     fill_at    receiver    u64: while the receiver waits for streamed bytes,
+//!                                the filled position to wake it at (0: not waiting)
+//! 576     withdrawn  sender      u64: 1 + the start of the last streamed body its
+//!                                sender gave up on (0: none)
 //! ```
 //!
 //! Positions count bytes since the ring was made; a body occupies
 //! `[start, start + len)` and never wraps: one that would is placed at the
 //! next multiple of the capacity, the skipped tail counted as used. The
 //! sender skips to the next lap early, too, to keep bodies near the start
-//! of a ring that grew (see [`RingTx::place`]).
+//! of a ring that grew (see [`RingTx::place`]). A streamed body (see
+//! [`stream`]) is the exception: it wraps, as many times as its length
+//! needs, and is read while it is written.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::io;
 use std::marker::PhantomData;
@@ -56,6 +66,9 @@ use nix::unistd::ftruncate;
 
 use crate::FrameError;
 
+pub(crate) mod stream;
+pub(crate) use stream::{Ended, STALL, STREAM_ABOVE};
+
 /// The control page before the data area.
 pub(crate) const CONTROL: usize = 4096;
 /// The smallest ring a sender makes.
@@ -71,6 +84,10 @@ const ACKED: usize = 128;
 const WAKE: usize = 192;
 const WAKE_AT: usize = 256;
 const CLOSED: usize = 320;
+const FILLED: usize = 384;
+const FILL_WAKE: usize = 448;
+const FILL_AT: usize = 512;
+const WITHDRAWN: usize = 576;
 /// A cache line.
 const LINE: u64 = 64;
 
@@ -141,6 +158,9 @@ pub(crate) struct RingTx {
     capacity: u64,
     /// The position after the last body sent.
     written: u64,
+    /// The end of the last streamed body withdrawn, while its frame may be
+    /// unread (0: none): no body streams until then (see [`stream`]).
+    withdrawn_until: u64,
 }
 
 impl Drop for RingTx {
@@ -177,6 +197,7 @@ impl RingTx {
             id,
             capacity: capacity as u64,
             written: 0,
+            withdrawn_until: 0,
         })
     }
 
@@ -212,10 +233,7 @@ impl RingTx {
     /// rule: after one 16 MiB value, 1 MiB values went from 36 GB/s to
     /// 10-11 GB/s.
     pub(crate) fn place(&self, len: u64, skew: u64) -> Result<Option<u64>, Corrupt> {
-        let consumed = self.map.u64_at(CONSUMED).load(SeqCst);
-        if consumed > self.written || self.written - consumed > self.capacity {
-            return Err(Corrupt);
-        }
+        let consumed = self.consumed()?;
         let skew = skew % LINE;
         let aligned = |p: u64| (p + skew).next_multiple_of(LINE) - skew;
         // The first aligned position of the lap after the one `p` is in.
@@ -240,6 +258,23 @@ impl RingTx {
             start = next_lap(start);
         }
         Ok(fits(start).then_some(start))
+    }
+
+    /// The receiver's progress, checked: it can only have freed what was
+    /// sent, and what was sent fits the ring (unless it is a withdrawn
+    /// stream, whose length counts as sent, written or not).
+    fn consumed(&self) -> Result<u64, Corrupt> {
+        let consumed = self.map.u64_at(CONSUMED).load(SeqCst);
+        let unread = self.written.saturating_sub(consumed);
+        if consumed > self.written || (unread > self.capacity && self.withdrawn_until == 0) {
+            return Err(Corrupt);
+        }
+        Ok(consumed)
+    }
+
+    /// Whether the receiver's counter says something impossible.
+    pub(crate) fn corrupt(&self) -> bool {
+        self.consumed().is_err()
     }
 
     /// The stretch at the start of the data area that bodies of `len` bytes
@@ -396,18 +431,33 @@ impl RingRx {
         self.fd.as_fd()
     }
 
-    /// The body a frame places at `start`, checked against the ring.
-    pub(crate) fn body(&self, start: u64, len: u64) -> Result<SharedBody<'_>, FrameError> {
-        let offset = start % self.capacity;
-        if len > self.capacity - offset || start.checked_add(len).is_none() {
-            return Err(FrameError::BadSharedMemory {
-                reason: "body outside the ring",
-            });
+    /// The body a frame places at `start`, checked against the ring: in
+    /// one piece, or `streamed` (wrapping, read while it is written).
+    pub(crate) fn body(
+        &self,
+        start: u64,
+        len: u64,
+        streamed: bool,
+    ) -> Result<RingBody<'_>, FrameError> {
+        let outside = FrameError::BadSharedMemory {
+            reason: "body outside the ring",
+        };
+        let Ok(size) = usize::try_from(len) else {
+            return Err(outside);
+        };
+        if start.checked_add(len).is_none()
+            || (!streamed && len > self.capacity - start % self.capacity)
+        {
+            return Err(outside);
         }
-        Ok(SharedBody {
-            ptr: self.map.at(CONTROL + offset as usize),
-            len: len as usize,
-            ring: PhantomData,
+        Ok(RingBody {
+            ring: self,
+            start,
+            len: size,
+            ready: Cell::new(if streamed { 0 } else { size }),
+            released: Cell::new(0),
+            streamed,
+            ended: Cell::new(None),
         })
     }
 
@@ -451,41 +501,136 @@ impl RingRx {
 }
 
 /// A body in ring memory that the peer may still write to: read only by
-/// copying out.
-pub(crate) struct SharedBody<'a> {
-    ptr: *const u8,
+/// copying out, front to back.
+///
+/// A streamed body is read while its sender writes it: a read past what is
+/// written waits for it (see [`stream`]), and what was read goes back to
+/// the sender as the read goes on. A read the stream cannot satisfy (its
+/// sender withdrew it, or stopped writing) fails, and [`ended`](Self::ended)
+/// says why.
+pub(crate) struct RingBody<'a> {
+    ring: &'a RingRx,
+    start: u64,
     len: usize,
-    ring: PhantomData<&'a RingRx>,
+    /// Bytes from the start known to be written: all of a body in one
+    /// piece.
+    ready: Cell<usize>,
+    /// Bytes from the start given back to the sender (streamed bodies).
+    released: Cell<usize>,
+    streamed: bool,
+    ended: Cell<Option<Ended>>,
 }
 
-impl SharedBody<'_> {
+impl RingBody<'_> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// The byte at `at` (< `len`).
-    #[allow(unsafe_code)]
-    pub(crate) fn byte(&self, at: usize) -> u8 {
-        assert!(at < self.len);
-        // SAFETY: `at < len`, inside the checked body of a live mapping; a
-        // volatile read copies the byte out whatever the peer does.
-        unsafe { self.ptr.wrapping_add(at).read_volatile() }
+    /// Where byte `at` of the body is in the data area.
+    fn offset(&self, at: usize) -> usize {
+        let capacity = self.ring.capacity;
+        let offset = if self.streamed {
+            (self.start + at as u64) % capacity
+        } else {
+            self.start % capacity + at as u64
+        };
+        offset as usize
     }
 
-    /// Appends `count` bytes from `at` to `out`.
+    /// Where byte `at` of the body is in the mapping.
+    fn source(&self, at: usize) -> *const u8 {
+        self.ring.map.at(CONTROL + self.offset(at)).cast_const()
+    }
+
+    /// The byte at `at` (< `len`), or `None` when the stream ended first.
     #[allow(unsafe_code)]
-    pub(crate) fn copy_to(&self, at: usize, count: usize, out: &mut Vec<u8>) {
+    pub(crate) fn byte(&self, at: usize) -> Option<u8> {
+        assert!(at < self.len);
+        if at >= self.ready.get() && !self.fill(at) {
+            return None;
+        }
+        // SAFETY: `at < len`, inside the checked body (of a streamed body,
+        // at an offset reduced modulo the capacity) of a live mapping; a
+        // volatile read copies the byte out whatever the peer does.
+        Some(unsafe { self.source(at).read_volatile() })
+    }
+
+    /// Appends `count` bytes from `at` to `out`; false when the stream
+    /// ended first (`out` then holds a part).
+    #[allow(unsafe_code)]
+    pub(crate) fn copy_to(&self, at: usize, count: usize, out: &mut Vec<u8>) -> bool {
         assert!(at <= self.len && count <= self.len - at);
         out.reserve(count);
-        let to = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-        // SAFETY: the source range is inside the checked body; the
-        // destination is `count` reserved bytes of `out`, which no other
-        // reference sees. The peer may write the source meanwhile; the copy
-        // is then garbled, never out of bounds.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.wrapping_add(at), to, count) };
-        let len = out.len() + count;
-        // SAFETY: the `count` bytes after the old length were just written.
-        unsafe { out.set_len(len) };
+        let capacity = self.ring.capacity as usize;
+        let mut from = at;
+        while from < at + count {
+            if from >= self.ready.get() && !self.fill(from) {
+                return false;
+            }
+            let offset = self.offset(from);
+            let mut n = (at + count - from)
+                .min(self.ready.get() - from)
+                .min(capacity - offset);
+            if self.streamed {
+                n = n.min(stream::release_step(capacity));
+            }
+            let to = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            // SAFETY: the source range lies inside the data area (`n`
+            // stops at its end) and inside what the sender has written;
+            // the destination is `n` reserved bytes of `out`, which no
+            // other reference sees. The peer may write the source
+            // meanwhile; the copy is then garbled, never out of bounds.
+            unsafe { std::ptr::copy_nonoverlapping(self.source(from), to, n) };
+            let len = out.len() + n;
+            // SAFETY: the `n` bytes after the old length were just written.
+            unsafe { out.set_len(len) };
+            from += n;
+            if self.streamed && from - self.released.get() >= stream::release_step(capacity) {
+                self.release(from);
+            }
+        }
+        true
+    }
+
+    /// Waits until byte `at` of a streamed body is written; false (and
+    /// [`ended`](Self::ended) set) when it never will be.
+    #[cold]
+    fn fill(&self, at: usize) -> bool {
+        if !self.streamed || self.ended.get().is_some() {
+            return false;
+        }
+        // Reads go front to back: everything before `at` is read, and the
+        // sender may need that room to write `at`.
+        self.release(at);
+        let need = self.start + at as u64 + 1;
+        match stream::wait_filled(self.ring, self.start, need) {
+            Ok(filled) => {
+                let written = filled.saturating_sub(self.start).min(self.len as u64);
+                self.ready.set(self.ready.get().max(written as usize));
+                true
+            }
+            Err(ended) => {
+                self.ended.set(Some(ended));
+                false
+            }
+        }
+    }
+
+    fn release(&self, upto: usize) {
+        if upto > self.released.get() {
+            self.released.set(upto);
+            self.ring.release(self.start + upto as u64);
+        }
+    }
+
+    /// Whether a streamed body came to an end other than being written
+    /// whole, waiting (and giving the room back) for the rest of a body
+    /// whose reading stopped early, so that its fate is known.
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        while self.streamed && self.ended.get().is_none() && self.ready.get() < self.len {
+            self.fill(self.ready.get());
+        }
+        self.ended.get()
     }
 }
 
@@ -546,15 +691,20 @@ mod tests {
             starts.push(start);
         }
         assert_eq!(starts.len(), 3, "three bodies of a bit over a quarter fit");
-        let body = rx.body(starts[1], len).unwrap();
+        let body = rx.body(starts[1], len, false).unwrap();
         let mut out = Vec::new();
-        body.copy_to(0, body.len(), &mut out);
+        assert!(body.copy_to(0, body.len(), &mut out));
         assert!(out.iter().all(|&b| b == 1));
         rx.release(starts[0] + len);
         let next = tx.place(len, 0).unwrap().expect("room after a release");
         assert_eq!(next % tx.capacity, 0, "a body that would wrap starts over");
-        assert!(rx.body(next, len).is_ok());
-        assert!(rx.body(next + 1, tx.capacity).is_err());
+        assert!(rx.body(next, len, false).is_ok());
+        assert!(rx.body(next + 1, tx.capacity, false).is_err());
+        assert!(
+            rx.body(next + 1, tx.capacity, true).is_ok(),
+            "a stream wraps"
+        );
+        assert!(rx.body(u64::MAX - 2, 4, true).is_err());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! postcard reads through a "flavor". [`RingFlavor`] copies every byte it
 //! hands out into memory of this process first (see
-//! [`SharedBody`](crate::ring::SharedBody)), so nothing is validated in
-//! place where the peer could change it afterwards.
+//! [`RingBody`](crate::ring::RingBody)), so nothing is validated in
+//! place where the peer could change it afterwards. A streamed body is
+//! read as it is written: a read waits for its bytes.
 //!
 //! Byte buffers and strings (`Bytes`, `String`, ...) would cost a second
 //! copy: postcard hands their visitor a borrowed slice, which it copies into
@@ -21,7 +22,7 @@ use std::fmt;
 use postcard::de_flavors::Flavor;
 use serde::de::{self, Visitor};
 
-use crate::ring::SharedBody;
+use crate::ring::RingBody;
 
 /// Passes an owned buffer from the flavor to the visitor (see the module
 /// docs).
@@ -43,23 +44,29 @@ impl Handoff {
     }
 }
 
-/// A postcard input flavor over a ring body.
+/// A postcard input flavor over a ring body, read front to back.
 pub(crate) struct RingFlavor<'de> {
-    body: SharedBody<'de>,
+    body: &'de RingBody<'de>,
     pos: usize,
     /// Where temporary reads are copied.
     scratch: Vec<u8>,
-    /// A private copy of the whole body, made the first time a type asks to
+    /// A private copy of the rest of the body from where it was made (its
+    /// first byte is body byte `.0`), made the first time a type asks to
     /// borrow from the input (rare for owned values: `&str`-visiting
-    /// impls).
-    snapshot: &'de OnceCell<Box<[u8]>>,
+    /// impls). Every later read comes from it: a streamed body's bytes
+    /// before the read position are given back to the sender.
+    snapshot: &'de OnceCell<(usize, Box<[u8]>)>,
     handoff: &'de Handoff,
 }
 
+/// A read the body could not satisfy: the stream ended first (the body
+/// says why).
+const ENDED: postcard::Error = postcard::Error::DeserializeUnexpectedEnd;
+
 impl<'de> RingFlavor<'de> {
     pub(crate) fn new(
-        body: SharedBody<'de>,
-        snapshot: &'de OnceCell<Box<[u8]>>,
+        body: &'de RingBody<'de>,
+        snapshot: &'de OnceCell<(usize, Box<[u8]>)>,
         handoff: &'de Handoff,
     ) -> Self {
         RingFlavor {
@@ -77,6 +84,22 @@ impl<'de> RingFlavor<'de> {
         }
         Ok(())
     }
+
+    /// The snapshot's bytes from the read position on, if there is one.
+    fn snapshotted(&self) -> Option<&'de [u8]> {
+        let (base, bytes) = self.snapshot.get()?;
+        Some(&bytes[self.pos - base..])
+    }
+
+    /// Copies `count` bytes from the read position to `out`.
+    fn copy(&self, count: usize, out: &mut Vec<u8>) -> postcard::Result<()> {
+        match self.snapshotted() {
+            Some(bytes) => out.extend_from_slice(&bytes[..count]),
+            None if self.body.copy_to(self.pos, count, out) => {}
+            None => return Err(ENDED),
+        }
+        Ok(())
+    }
 }
 
 impl<'de> Flavor<'de> for RingFlavor<'de> {
@@ -86,7 +109,10 @@ impl<'de> Flavor<'de> for RingFlavor<'de> {
 
     fn pop(&mut self) -> postcard::Result<u8> {
         self.check(1)?;
-        let byte = self.body.byte(self.pos);
+        let byte = match self.snapshotted() {
+            Some(bytes) => bytes[0],
+            None => self.body.byte(self.pos).ok_or(ENDED)?,
+        };
         self.pos += 1;
         Ok(byte)
     }
@@ -97,15 +123,19 @@ impl<'de> Flavor<'de> for RingFlavor<'de> {
 
     fn try_take_n(&mut self, count: usize) -> postcard::Result<&'de [u8]> {
         self.check(count)?;
-        let body = &self.body;
-        let whole: &'de [u8] = self.snapshot.get_or_init(|| {
+        if self.snapshot.get().is_none() {
             let mut copy = Vec::new();
-            body.copy_to(0, body.len(), &mut copy);
-            copy.into_boxed_slice()
-        });
-        let taken = &whole[self.pos..self.pos + count];
+            if !self
+                .body
+                .copy_to(self.pos, self.body.len() - self.pos, &mut copy)
+            {
+                return Err(ENDED);
+            }
+            let _ = self.snapshot.set((self.pos, copy.into_boxed_slice()));
+        }
+        let rest = self.snapshotted().ok_or(ENDED)?;
         self.pos += count;
-        Ok(taken)
+        Ok(&rest[..count])
     }
 
     fn try_take_n_temp<'a>(&'a mut self, count: usize) -> postcard::Result<&'a [u8]>
@@ -115,13 +145,16 @@ impl<'de> Flavor<'de> for RingFlavor<'de> {
         self.check(count)?;
         if self.handoff.want.replace(false) {
             let mut owned = Vec::new();
-            self.body.copy_to(self.pos, count, &mut owned);
+            self.copy(count, &mut owned)?;
             self.handoff.owned.set(Some(owned));
             self.pos += count;
             return Ok(&[]);
         }
-        self.scratch.clear();
-        self.body.copy_to(self.pos, count, &mut self.scratch);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let copied = self.copy(count, &mut scratch);
+        self.scratch = scratch;
+        copied?;
         self.pos += count;
         Ok(&self.scratch)
     }

@@ -3,12 +3,12 @@
 //! ```text
 //! offset size field
 //!  0     2    magic       0x43 0x52 ("CR")
-//!  2     1    version     2
+//!  2     1    version     3
 //!  3     1    kind        0 = inline body follows, 1 = body in a sealed memfd,
 //!                          2 = body in the sender's shared ring
 //!  4     2    fd_count    user fds in the fd table (u16 LE), not counting a memfd
-//!  6     1    flags       kind 2: bit 0 = the ring's memfd is the frame's last fd;
-//!                          otherwise 0
+//!  6     1    flags       kind 2: bit 0 = the ring's memfd is the frame's last fd,
+//!                          bit 1 = the body is streamed; otherwise 0
 //!  7     1    reserved    0
 //!  8     8    body_len    body length in bytes (u64 LE)
 //! 16     ...  body        kind 0: exactly body_len bytes of postcard
@@ -20,7 +20,7 @@ use crate::FrameError;
 /// The first two bytes of every frame.
 pub(crate) const MAGIC: [u8; 2] = *b"CR";
 /// The frame format version this build speaks.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 16;
 /// The largest inline frame (header and body) any courier peer sends, so
@@ -53,6 +53,9 @@ pub(crate) struct RingRef {
     pub(crate) retire: u64,
     /// Whether the ring's memfd is the frame's last fd.
     pub(crate) attached: bool,
+    /// Whether the body is streamed: written while it is read, wrapping
+    /// around the ring as often as its length needs.
+    pub(crate) streamed: bool,
 }
 
 /// A parsed, sanity-checked header.
@@ -78,7 +81,9 @@ impl Header {
         };
         // fd_count <= MAX_FDS (checked by the sender), so it fits in u16.
         out[4..6].copy_from_slice(&(self.fd_count as u16).to_le_bytes());
-        out[6] = u8::from(self.ring.is_some_and(|r| r.attached));
+        out[6] = self
+            .ring
+            .map_or(0, |r| u8::from(r.attached) | u8::from(r.streamed) << 1);
         out[7] = 0;
         out[8..16].copy_from_slice(&self.body_len.to_le_bytes());
         if let Some(ring) = self.ring {
@@ -128,7 +133,7 @@ impl Header {
             2 => BodyKind::Ring,
             other => return Err(FrameError::UnknownKind { found: other }),
         };
-        let flags_allowed = if kind == BodyKind::Ring { 1 } else { 0 };
+        let flags_allowed = if kind == BodyKind::Ring { 0b11 } else { 0 };
         if frame[6] & !flags_allowed != 0 || frame[7] != 0 {
             return Err(FrameError::ReservedBitsSet);
         }
@@ -147,6 +152,7 @@ impl Header {
                 start: u64_at(frame, 24),
                 retire: u64_at(frame, 32),
                 attached: frame[6] & 1 != 0,
+                streamed: frame[6] & 2 != 0,
             }),
             _ => None,
         };

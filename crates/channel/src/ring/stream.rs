@@ -1,0 +1,316 @@
+//! Large bodies streamed through the ring: read while they are written.
+//!
+//! A body in one piece is written whole before its frame goes, so the
+//! receiver starts copying out only once the sender has finished copying
+//! in. A 16 MiB value then needs a ring four times its size, and both
+//! copies run through memory long out of the caches. A streamed body's
+//! frame goes first. The sender then writes the body in steps through a
+//! ring of any size, wrapping as often as the body's length needs, and
+//! publishes how far it got in `filled`; the receiver decodes as the bytes
+//! come and gives them back (`consumed`) as soon as it has copied them out.
+//! Both copies then run on ring memory that is still in the caches.
+//!
+//! The sender streams a value (see `large::send_in_ring`) when its encoding
+//! is over [`STREAM_ABOVE`] bytes, it carries no fds (they travel with the
+//! frame, which goes before the encoding), and the send may block.
+//!
+//! A stream its sender cannot finish is withdrawn: its encoding failed,
+//! changed size or gained fds, or the receiver freed no room for the
+//! sender's patience (it may be the same thread, or not receiving). The
+//! sender marks the body in `withdrawn` before publishing its last byte,
+//! so no receiver has the whole value; the receiver drops what it decoded
+//! and goes on to the next frame as if this one never came, and the sender
+//! sends the value another way or returns its error. `withdrawn` names one
+//! body at a time, so no body streams while a withdrawn one's frame may be
+//! unread.
+//!
+//! A receiver waits for a stream's bytes while they keep coming: a sender
+//! that publishes nothing new for [`STALL`] is taken to be gone, and the
+//! receive fails with [`FrameError::Stalled`](crate::FrameError::Stalled).
+//!
+//! Waiting is a short spin (the other side is usually mid-copy on another
+//! CPU), then a futex wait on a word the other side bumps: `wake` with
+//! `wake_at` for room, as for bodies in one piece, `fill_wake` with
+//! `fill_at` for bytes.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use super::{
+    futex_wait, futex_wake, Corrupt, RingRx, RingTx, CONSUMED, CONTROL, FILLED, FILL_AT, FILL_WAKE,
+    LINE, MIN_RING, WAKE, WAKE_AT, WITHDRAWN,
+};
+
+/// Bodies longer than this stream (when they may, see the module docs).
+/// Shorter ones go in one piece, which costs no waiting on either side.
+pub(crate) const STREAM_ABOVE: usize = MIN_RING / 2;
+
+/// The sender publishes its progress every this many bytes (at most a
+/// quarter of the ring).
+const PUBLISH: u64 = 128 << 10;
+
+/// How long either side spins before it sleeps on a futex: about the time
+/// the other side takes to copy a step.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// How long a receiver waits for a streamed body's sender to publish
+/// anything new before it gives up on the body.
+pub(crate) const STALL: Duration = Duration::from_secs(2);
+
+/// How a streamed body ended, other than written whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Its sender withdrew it: there is no value.
+    Withdrawn,
+    /// Its sender published nothing new for [`STALL`].
+    Stalled,
+}
+
+/// A receiver gives a streamed body's bytes back every this many bytes: an
+/// eighth of the ring, so a sender waiting for a quarter is woken after
+/// two steps.
+pub(crate) fn release_step(capacity: usize) -> usize {
+    (capacity / 8).max(1)
+}
+
+fn publish_step(capacity: u64) -> u64 {
+    PUBLISH.min(capacity / 4).max(1)
+}
+
+impl RingTx {
+    /// Where a streamed body would start (its largest byte block, at
+    /// `skew`, on a cache line), or `None` while the frame of a withdrawn
+    /// one may be unread.
+    pub(crate) fn stream_start(&mut self, skew: u64) -> Result<Option<u64>, Corrupt> {
+        let consumed = self.consumed()?;
+        if self.withdrawn_until != 0 {
+            if consumed < self.withdrawn_until {
+                return Ok(None);
+            }
+            self.withdrawn_until = 0;
+        }
+        let skew = skew % LINE;
+        Ok(Some((self.written + skew).next_multiple_of(LINE) - skew))
+    }
+
+    /// The output flavor for a body of `len` bytes streamed from `start`,
+    /// whose frame has been sent. It gives up when the receiver frees no
+    /// room for `patience`. The body ends with [`finish_stream`]
+    /// (Self::finish_stream) or [`withdraw`](Self::withdraw).
+    pub(crate) fn stream(&self, start: u64, len: u64, patience: Duration) -> StreamWriter<'_> {
+        StreamWriter {
+            ring: self,
+            start,
+            len,
+            pos: 0,
+            published: 0,
+            room: 0,
+            patience,
+        }
+    }
+
+    /// Publishes the last bytes of a streamed body: the receiver can now
+    /// read it whole.
+    pub(crate) fn finish_stream(&mut self, start: u64, len: u64) {
+        self.publish(start + len);
+        self.written = start + len;
+    }
+
+    /// Gives up on a streamed body: its receiver drops it. Its space counts
+    /// as used, and no body streams until its frame has been read.
+    pub(crate) fn withdraw(&mut self, start: u64, len: u64) {
+        self.map.u64_at(WITHDRAWN).store(start + 1, SeqCst);
+        let wake = self.map.u32_at(FILL_WAKE);
+        wake.fetch_add(1, SeqCst);
+        futex_wake(wake);
+        self.written = start + len;
+        self.withdrawn_until = start + len;
+    }
+
+    /// Tells a receiver that a streamed body is written up to `filled`,
+    /// waking it if it waits for that.
+    fn publish(&self, filled: u64) {
+        self.map.u64_at(FILLED).store(filled, SeqCst);
+        let wanted = self.map.u64_at(FILL_AT).load(SeqCst);
+        if wanted != 0 && filled >= wanted {
+            let wake = self.map.u32_at(FILL_WAKE);
+            wake.fetch_add(1, SeqCst);
+            futex_wake(wake);
+        }
+    }
+}
+
+/// Where a streamed body is encoded: a postcard output flavor that writes
+/// into the ring as room frees, and publishes its progress as it goes.
+pub(crate) struct StreamWriter<'a> {
+    ring: &'a RingTx,
+    start: u64,
+    len: u64,
+    /// Bytes written.
+    pos: u64,
+    /// Bytes published: never the last one (see [`RingTx::finish_stream`]).
+    published: u64,
+    /// The position up to which the ring is known to be free.
+    room: u64,
+    patience: Duration,
+}
+
+impl StreamWriter<'_> {
+    /// How many bytes (at least 1, at most `want`) can be copied to the
+    /// current position in one go, waiting for room first if need be.
+    fn writable(&mut self, want: u64) -> postcard::Result<u64> {
+        let at = self.start + self.pos;
+        if at >= self.room {
+            self.wait_room(at)?;
+        }
+        let capacity = self.ring.capacity;
+        let step = publish_step(capacity);
+        Ok(want
+            .min(self.room - at)
+            .min(capacity - at % capacity)
+            .min(step - (self.pos - self.published).min(step - 1)))
+    }
+
+    /// The receiver's progress, checked: it can only have freed bodies
+    /// sent before this one, and this one.
+    fn consumed(&self) -> postcard::Result<u64> {
+        let consumed = self.ring.map.u64_at(CONSUMED).load(SeqCst);
+        if consumed > self.start + self.len {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        Ok(consumed)
+    }
+
+    /// Waits until the receiver has freed room at `at`: a quarter of the
+    /// ring (or the rest of the body), not a byte, so that neither side
+    /// wakes the other for every step. Fails after `patience` without any
+    /// room freed.
+    #[cold]
+    fn wait_room(&mut self, at: u64) -> postcard::Result<()> {
+        let capacity = self.ring.capacity;
+        let consumed = self.consumed()?;
+        if consumed + capacity > at {
+            self.room = consumed + capacity;
+            return Ok(());
+        }
+        // The receiver can only free what it can read.
+        self.publish();
+        let goal = at + (capacity / 4).min(self.start + self.len - at) - capacity;
+        let wake = self.ring.map.u32_at(WAKE);
+        let wake_at = self.ring.map.u64_at(WAKE_AT);
+        let spin_until = Instant::now() + SPIN;
+        let (mut last, mut deadline) = (consumed, None);
+        let freed = loop {
+            let consumed = match self.consumed() {
+                Ok(consumed) if consumed >= goal => break Ok(consumed),
+                Ok(consumed) => consumed,
+                Err(e) => break Err(e),
+            };
+            let now = Instant::now();
+            if now < spin_until {
+                std::hint::spin_loop();
+                continue;
+            }
+            if consumed != last || deadline.is_none() {
+                (last, deadline) = (consumed, Some(now + self.patience));
+            }
+            let until = deadline.unwrap_or(now);
+            if now >= until {
+                break Err(postcard::Error::SerializeBufferFull);
+            }
+            let seen = wake.load(SeqCst);
+            wake_at.store(goal.max(1), SeqCst);
+            if self.consumed().is_ok_and(|c| c < goal) {
+                futex_wait(wake, seen, until - now);
+            }
+        };
+        wake_at.store(0, SeqCst);
+        self.room = freed? + capacity;
+        Ok(())
+    }
+
+    /// Publishes what is written, short of the body's last byte.
+    fn publish(&mut self) {
+        let upto = self.pos.min(self.len.saturating_sub(1));
+        if upto > self.published {
+            self.published = upto;
+            self.ring.publish(self.start + upto);
+        }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for StreamWriter<'_> {
+    type Output = usize;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    #[allow(unsafe_code)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() as u64 > self.len - self.pos {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        let capacity = self.ring.capacity;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self.writable(rest.len() as u64)? as usize;
+            let offset = ((self.start + self.pos) % capacity) as usize;
+            let to = self.ring.map.at(CONTROL + offset);
+            // SAFETY: `n` bytes from `offset` lie inside the data area
+            // (`writable` stops at its end) and inside room the receiver
+            // has freed; ring memory never overlaps a Rust slice; raw
+            // writes race only with a peer's copies.
+            unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), to, n) };
+            self.pos += n as u64;
+            rest = &rest[n..];
+            if self.pos - self.published >= publish_step(capacity) {
+                self.publish();
+            }
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.pos as usize)
+    }
+}
+
+/// Waits until the streamed body at `start` is written up to `need`, and
+/// returns how far it is written, or how it ended first.
+pub(crate) fn wait_filled(ring: &RingRx, start: u64, need: u64) -> Result<u64, Ended> {
+    let filled = ring.map.u64_at(FILLED);
+    let withdrawn = || ring.map.u64_at(WITHDRAWN).load(SeqCst) == start.wrapping_add(1);
+    let wake = ring.map.u32_at(FILL_WAKE);
+    let fill_at = ring.map.u64_at(FILL_AT);
+    let spin_until = Instant::now() + SPIN;
+    let mut last = filled.load(SeqCst);
+    let mut deadline = Instant::now() + STALL;
+    let result = loop {
+        let now_filled = filled.load(SeqCst);
+        if now_filled >= need {
+            break Ok(now_filled);
+        }
+        if withdrawn() {
+            break Err(Ended::Withdrawn);
+        }
+        let now = Instant::now();
+        if now_filled != last {
+            (last, deadline) = (now_filled, now + STALL);
+        }
+        if now < spin_until {
+            std::hint::spin_loop();
+            continue;
+        }
+        if now >= deadline {
+            break Err(Ended::Stalled);
+        }
+        let seen = wake.load(SeqCst);
+        fill_at.store(need.max(1), SeqCst);
+        if filled.load(SeqCst) < need && !withdrawn() {
+            futex_wait(wake, seen, deadline - now);
+        }
+    };
+    fill_at.store(0, SeqCst);
+    result
+}
