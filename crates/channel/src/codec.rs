@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use courier_transport::{
     DatagramSocket, FrameTransport, SeqPacketSocket, TransportError, Wait, MAX_FDS,
 };
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -36,6 +37,20 @@ impl Link {
             Link::Datagram(s) => s,
             Link::Other(t) => t.as_ref(),
         }
+    }
+
+    /// Whether the peer has closed its end for good: a SEQPACKET socket
+    /// says so (`POLLHUP`) as soon as the last process holding the other
+    /// end has closed it; other links cannot tell.
+    pub(crate) fn peer_gone(&self) -> bool {
+        let Link::SeqPacket(s) = self else {
+            return false;
+        };
+        let mut fds = [PollFd::new(s.as_fd(), PollFlags::empty())];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP))
     }
 
     /// [`FrameTransport::send_frame`], called statically on the sockets so
@@ -626,6 +641,7 @@ pub(crate) fn recv<T: DeserializeOwned>(
             &mut state.table,
             &mut state.rings,
             shared.config.get_limit(),
+            &|| shared.link.peer_gone(),
         );
         state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
         match result {
@@ -658,13 +674,15 @@ fn recv_fail(e: io::Error, accept_fds: bool, max_len: usize) -> RecvFail {
 }
 
 /// Validates a frame and decodes its body with its fds; `None` for a
-/// streamed body its sender withdrew.
+/// streamed body its sender withdrew, or left unfinished when it went
+/// (`peer_gone` says whether it has).
 pub(crate) fn decode<T: DeserializeOwned>(
     frame: &[u8],
     fds: &mut Vec<OwnedFd>,
     table: &mut Vec<Option<OwnedFd>>,
     rings: &mut RingSet,
     limit: usize,
+    peer_gone: &dyn Fn() -> bool,
 ) -> Result<Option<T>, ChannelError> {
     if let (true, Some(body)) = (fds.is_empty(), Header::plain_body(frame, limit)) {
         // The common frame: the body follows, no fds (and the table, empty
@@ -672,7 +690,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
         return finish(decoded.map(|(value, rest)| (value, rest.len())), violation).map(Some);
     }
-    decode_any(frame, fds, table, rings, limit)
+    decode_any(frame, fds, table, rings, limit, peer_gone)
 }
 
 /// [`decode`] of a frame with fds, or with its body elsewhere (or one that
@@ -684,12 +702,13 @@ fn decode_any<T: DeserializeOwned>(
     table: &mut Vec<Option<OwnedFd>>,
     rings: &mut RingSet,
     limit: usize,
+    peer_gone: &dyn Fn() -> bool,
 ) -> Result<Option<T>, ChannelError> {
     let header = Header::parse(frame, fds.len(), limit)?;
     if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
         let attached = if r.attached { fds.pop() } else { None };
         let ring = rings.ring_for(r, attached, limit)?;
-        let body = ring.body(r.start, header.body_len, r.streamed)?;
+        let body = ring.body(r.start, header.body_len, r.streamed, peer_gone)?;
         table.clear();
         table.extend(fds.drain(..).map(Some));
         let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(&body));
@@ -700,7 +719,7 @@ fn decode_any<T: DeserializeOwned>(
         rings.retire(r);
         return match ended {
             None => finish(decoded, violation).map(Some),
-            Some(Ended::Withdrawn) => Ok(None),
+            Some(Ended::Withdrawn | Ended::SenderGone) => Ok(None),
             Some(Ended::Stalled) => Err(FrameError::Stalled { after: ring::STALL }.into()),
         };
     }

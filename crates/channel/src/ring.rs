@@ -433,12 +433,15 @@ impl RingRx {
 
     /// The body a frame places at `start`, checked against the ring: in
     /// one piece, or `streamed` (wrapping, read while it is written).
-    pub(crate) fn body(
-        &self,
+    /// A wait for a streamed body's bytes gives up when `peer_gone` says
+    /// its sender has gone.
+    pub(crate) fn body<'a>(
+        &'a self,
         start: u64,
         len: u64,
         streamed: bool,
-    ) -> Result<RingBody<'_>, FrameError> {
+        peer_gone: &'a dyn Fn() -> bool,
+    ) -> Result<RingBody<'a>, FrameError> {
         let outside = FrameError::BadSharedMemory {
             reason: "body outside the ring",
         };
@@ -458,6 +461,7 @@ impl RingRx {
             released: Cell::new(0),
             streamed,
             ended: Cell::new(None),
+            peer_gone,
         })
     }
 
@@ -519,6 +523,7 @@ pub(crate) struct RingBody<'a> {
     released: Cell<usize>,
     streamed: bool,
     ended: Cell<Option<Ended>>,
+    peer_gone: &'a dyn Fn() -> bool,
 }
 
 impl RingBody<'_> {
@@ -603,7 +608,7 @@ impl RingBody<'_> {
         // sender may need that room to write `at`.
         self.release(at);
         let need = self.start + at as u64 + 1;
-        match stream::wait_filled(self.ring, self.start, need) {
+        match stream::wait_filled(self.ring, self.start, need, self.peer_gone) {
             Ok(filled) => {
                 let written = filled.saturating_sub(self.start).min(self.len as u64);
                 self.ready.set(self.ready.get().max(written as usize));
@@ -691,20 +696,21 @@ mod tests {
             starts.push(start);
         }
         assert_eq!(starts.len(), 3, "three bodies of a bit over a quarter fit");
-        let body = rx.body(starts[1], len, false).unwrap();
+        let here = || false;
+        let body = rx.body(starts[1], len, false, &here).unwrap();
         let mut out = Vec::new();
         assert!(body.copy_to(0, body.len(), &mut out));
         assert!(out.iter().all(|&b| b == 1));
         rx.release(starts[0] + len);
         let next = tx.place(len, 0).unwrap().expect("room after a release");
         assert_eq!(next % tx.capacity, 0, "a body that would wrap starts over");
-        assert!(rx.body(next, len, false).is_ok());
-        assert!(rx.body(next + 1, tx.capacity, false).is_err());
+        assert!(rx.body(next, len, false, &here).is_ok());
+        assert!(rx.body(next + 1, tx.capacity, false, &here).is_err());
         assert!(
-            rx.body(next + 1, tx.capacity, true).is_ok(),
+            rx.body(next + 1, tx.capacity, true, &here).is_ok(),
             "a stream wraps"
         );
-        assert!(rx.body(u64::MAX - 2, 4, true).is_err());
+        assert!(rx.body(u64::MAX - 2, 4, true, &here).is_err());
     }
 
     #[test]

@@ -64,7 +64,13 @@ pub(crate) enum Ended {
     Withdrawn,
     /// Its sender published nothing new for [`STALL`].
     Stalled,
+    /// Its sender went before finishing it: the value was never sent.
+    SenderGone,
 }
+
+/// While a receiver sleeps waiting for a streamed body's bytes, it looks
+/// this often whether the sender has gone.
+const LOOK_GONE: Duration = Duration::from_millis(20);
 
 /// A receiver gives a streamed body's bytes back every this many bytes: an
 /// eighth of the ring, so a sender waiting for a quarter is woken after
@@ -277,8 +283,14 @@ impl postcard::ser_flavors::Flavor for StreamWriter<'_> {
 }
 
 /// Waits until the streamed body at `start` is written up to `need`, and
-/// returns how far it is written, or how it ended first.
-pub(crate) fn wait_filled(ring: &RingRx, start: u64, need: u64) -> Result<u64, Ended> {
+/// returns how far it is written, or how it ended first (`peer_gone` says
+/// whether its sender has gone).
+pub(crate) fn wait_filled(
+    ring: &RingRx,
+    start: u64,
+    need: u64,
+    peer_gone: &dyn Fn() -> bool,
+) -> Result<u64, Ended> {
     let filled = ring.map.u64_at(FILLED);
     let withdrawn = || ring.map.u64_at(WITHDRAWN).load(SeqCst) == start.wrapping_add(1);
     let wake = ring.map.u32_at(FILL_WAKE);
@@ -286,6 +298,7 @@ pub(crate) fn wait_filled(ring: &RingRx, start: u64, need: u64) -> Result<u64, E
     let spin_until = Instant::now() + SPIN;
     let mut last = filled.load(SeqCst);
     let mut deadline = Instant::now() + STALL;
+    let mut look_gone = Instant::now() + LOOK_GONE;
     let result = loop {
         let now_filled = filled.load(SeqCst);
         if now_filled >= need {
@@ -305,10 +318,18 @@ pub(crate) fn wait_filled(ring: &RingRx, start: u64, need: u64) -> Result<u64, E
         if now >= deadline {
             break Err(Ended::Stalled);
         }
+        if now >= look_gone {
+            // Gone means the socket's last other holder closed it; bytes
+            // published before are still read (looked at again first).
+            if peer_gone() && filled.load(SeqCst) < need && !withdrawn() {
+                break Err(Ended::SenderGone);
+            }
+            look_gone = now + LOOK_GONE;
+        }
         let seen = wake.load(SeqCst);
         fill_at.store(need.max(1), SeqCst);
         if filled.load(SeqCst) < need && !withdrawn() {
-            futex_wait(wake, seen, deadline - now);
+            futex_wait(wake, seen, deadline.min(look_gone) - now);
         }
     };
     fill_at.store(0, SeqCst);
