@@ -107,16 +107,35 @@ impl Config {
     /// Over a socket, a value larger than the inline threshold is encoded
     /// straight into a shared memory ring that the sending end makes on
     /// its first such value and reuses; the frame only says where the body
-    /// is, and the receiver decodes straight out of it. The ring is four
-    /// times the largest value sent so far (at least 4 MiB), up to this
-    /// cap, and its pages stay allocated while the sending end lives.
-    /// Values larger than half the cap, and values sent while the ring is
-    /// full for longer than a few milliseconds, travel in a sealed memfd of
-    /// their own instead (slower: pages are allocated and mapped for each).
+    /// is, and the receiver decodes straight out of it. The ring is 4 MiB
+    /// (or this cap, if smaller), its pages allocated once and kept while
+    /// the sending end lives.
     ///
-    /// Such a value is serialized more than once (an attempt inline, a
-    /// measure, then the encode into the ring): `Serialize` impls must give
-    /// the same output each time and should have no side effects. A ring
+    /// A value whose encoding is over 2 MiB, that holds no fds and is sent
+    /// by a blocking [`send`](crate::Sender::send), is *streamed*: its frame
+    /// goes first, then the sender writes the body into the ring as the
+    /// receiver frees room, wrapping around it as often as needed, while the
+    /// receiver decodes it. A receive that takes such a frame waits for the
+    /// rest of the body as long as its bytes keep coming (even a
+    /// [`try_recv`](crate::Receiver::try_recv) or a receive past its
+    /// deadline: the value is already on its way); one whose sender writes
+    /// nothing more for 2 s fails with
+    /// [`FrameError::Stalled`](crate::FrameError::Stalled), and one whose
+    /// sender went mid-way is dropped (it was never sent). A stream the
+    /// receiver frees no room for within a few milliseconds (nobody is
+    /// receiving, or the receiver is this same thread) is withdrawn, and
+    /// the value goes in a memfd.
+    ///
+    /// Other large values go in one piece: the ring then grows to four
+    /// times the largest of them (at least 4 MiB), up to this cap. Values
+    /// larger than half the cap, and values sent while the ring is full for
+    /// longer than a few milliseconds, travel in a sealed memfd of their
+    /// own instead (slower: pages are allocated and mapped for each).
+    ///
+    /// Such a value is serialized more than once (attempts inline, a
+    /// measure, then the encode into the ring, and after a withdrawn stream
+    /// the encode into a memfd): `Serialize` impls must give the same
+    /// output each time and should have no side effects. A ring
     /// whose sending process is killed stays mapped in the receiver (it
     /// cannot tell) until the receiver is dropped; a receiver keeps at most
     /// eight mapped, of at most eight times the largest ring a sender makes

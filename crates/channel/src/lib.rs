@@ -61,9 +61,13 @@
 //!   once, into the buffer the value owns), then frees the space. One copy
 //!   on each side: see `docs/benchmarks.md` for what that buys. The ring is
 //!   sealed against shrinking and growing, so no peer can make the other
-//!   fault with SIGBUS; [`Config::shared_ring`] sizes or disables it. A
-//!   value the ring cannot take (larger than half its cap, or sent while it
-//!   stays full) travels in a memfd of its own, sealed against writing too.
+//!   fault with SIGBUS; [`Config::shared_ring`] sizes or disables it.
+//!   Values over 2 MiB (without fds, sent by a blocking `send`) are
+//!   *streamed*: the frame goes first and the receiver decodes while the
+//!   sender encodes, through a ring of 4 MiB however large the value, so
+//!   both copies stay in the caches. A value the ring cannot take (larger
+//!   than half its cap and not streamed, or sent while it stays full)
+//!   travels in a memfd of its own, sealed against writing too.
 //!   The limit (default 256 MiB) is checked by the sender and again by the
 //!   receiver before anything is mapped or allocated.
 //! * Small values allocate nothing per message in steady state: encoding

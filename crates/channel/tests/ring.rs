@@ -4,7 +4,8 @@
 //!   ring many times), interleaved with small values, 100 KiB strings and
 //!   values holding several large fields and an fd: all arrive, in order,
 //!   intact.
-//! * The ring grows (4 → 16 → 64 MiB) and the receiver keeps only the
+//! * The ring grows (4 → 16 → 64 MiB, with values sent in one piece) and
+//!   the receiver keeps only the
 //!   current one mapped, also when the frame that retires the old ring
 //!   could not be sent (socket full) or was refused; a replaced ring is
 //!   never dropped while frames naming it are still queued.
