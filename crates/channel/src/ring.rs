@@ -461,6 +461,7 @@ impl RingRx {
             released: Cell::new(0),
             streamed,
             ended: Cell::new(None),
+            spin: Cell::new(None),
             peer_gone,
         })
     }
@@ -523,6 +524,8 @@ pub(crate) struct RingBody<'a> {
     released: Cell<usize>,
     streamed: bool,
     ended: Cell<Option<Ended>>,
+    /// How long a wait for a streamed body's bytes spins, once looked up.
+    spin: Cell<Option<std::time::Duration>>,
     peer_gone: &'a dyn Fn() -> bool,
 }
 
@@ -608,7 +611,10 @@ impl RingBody<'_> {
         // sender may need that room to write `at`.
         self.release(at);
         let need = self.start + at as u64 + 1;
-        match stream::wait_filled(self.ring, self.start, need, self.peer_gone) {
+        let spin = self.spin.get().unwrap_or_else(stream::spin_time);
+        self.spin.set(Some(spin));
+        let body = (self.start, self.len as u64, need);
+        match stream::wait_filled(self.ring, body, spin, self.peer_gone) {
             Ok(filled) => {
                 let written = filled.saturating_sub(self.start).min(self.len as u64);
                 self.ready.set(self.ready.get().max(written as usize));
