@@ -20,7 +20,7 @@ use crate::handshake::Hello;
 use crate::large::{self, RingSet, RingState};
 use crate::ring::{self, Ended};
 use crate::shm::{self, Mapping};
-use crate::wire::{BodyKind, Header, HEADER_LEN, MAX_INLINE_FRAME};
+use crate::wire::{BodyKind, Header, RingRef, HEADER_LEN, MAX_INLINE_FRAME};
 use crate::{depth, fdtable, ChannelError, Config, FrameError};
 
 /// What a channel end sends and receives through.
@@ -380,13 +380,7 @@ fn send_inline(
         }
         check_fds(fd_count, MAX_FDS)?;
     }
-    Header {
-        kind: BodyKind::Inline,
-        fd_count,
-        body_len: body_len as u64,
-        ring: None,
-    }
-    .write(&mut frame[..HEADER_LEN]);
+    Header::write_inline(frame, fd_count, body_len as u64);
     shared
         .link
         .send_frame(&[IoSlice::new(frame)], borrowed(fds), wait)
@@ -618,6 +612,40 @@ pub(crate) fn recv<T: DeserializeOwned>(
     state: &mut RecvState,
     wait: Wait,
 ) -> Result<T, RecvFail> {
+    match recv_once(shared, state, wait) {
+        Ok(value) => Ok(value),
+        Err(None) => recv_past_withdrawn(shared, state, wait),
+        Err(Some(fail)) => Err(fail),
+    }
+}
+
+/// [`recv`] after a frame whose streamed value was withdrawn (it never
+/// was): the next frames, under the same `wait`. Out of line, so that the
+/// common receive stays straight.
+#[cold]
+#[inline(never)]
+fn recv_past_withdrawn<T: DeserializeOwned>(
+    shared: &Shared,
+    state: &mut RecvState,
+    wait: Wait,
+) -> Result<T, RecvFail> {
+    loop {
+        match recv_once(shared, state, wait) {
+            Ok(value) => return Ok(value),
+            Err(None) => {}
+            Err(Some(fail)) => return Err(fail),
+        }
+    }
+}
+
+/// Receives one frame and decodes it; `Err(None)` for a streamed value
+/// its sender withdrew.
+#[inline(always)]
+fn recv_once<T: DeserializeOwned>(
+    shared: &Shared,
+    state: &mut RecvState,
+    wait: Wait,
+) -> Result<T, Option<RecvFail>> {
     // Empty after every receive here; a transport of the user's may leave
     // fds behind on an error, and they must not join the next frame.
     state.fds.clear();
@@ -626,31 +654,27 @@ pub(crate) fn recv<T: DeserializeOwned>(
         max_fds,
         accept_fds,
     } = shared.receive;
-    loop {
-        let got = shared
-            .link
-            .recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);
-        let len = match got {
-            Ok(Some(len)) => len,
-            Ok(None) => return Err(RecvFail::Disconnected),
-            Err(e) => return Err(recv_fail(e, accept_fds, max_len)),
-        };
-        let result = decode(
-            &state.frame[..len],
-            &mut state.fds,
-            &mut state.table,
-            &mut state.rings,
-            shared.config.get_limit(),
-            &|| shared.link.peer_gone(),
-        );
-        state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
-        match result {
-            Ok(Some(value)) => return Ok(value),
-            // A streamed value its sender withdrew: it never was.
-            Ok(None) => continue,
-            Err(e) => return Err(RecvFail::Failed(e)),
-        }
-    }
+    let got = shared
+        .link
+        .recv_frame(&mut state.frame, max_len, &mut state.fds, max_fds, wait);
+    let len = match got {
+        Ok(Some(len)) => len,
+        Ok(None) => return Err(Some(RecvFail::Disconnected)),
+        Err(e) => return Err(Some(recv_fail(e, accept_fds, max_len))),
+    };
+    let result = decode(
+        &state.frame[..len],
+        &mut state.fds,
+        &mut state.table,
+        &mut state.rings,
+        shared.config.get_limit(),
+        &shared.link,
+    );
+    state.fds.clear(); // whatever the outcome, nothing that arrived stays open here
+    result.map_err(|refused| match refused {
+        Refused::Invalid(e) => Some(RecvFail::Failed(e)),
+        Refused::Withdrawn => None,
+    })
 }
 
 /// Why a frame could not be received.
@@ -673,28 +697,42 @@ fn recv_fail(e: io::Error, accept_fds: bool, max_len: usize) -> RecvFail {
     }
 }
 
-/// Validates a frame and decodes its body with its fds; `None` for a
-/// streamed body its sender withdrew, or left unfinished when it went
-/// (`peer_gone` says whether it has).
+/// Why a frame gave no value.
+pub(crate) enum Refused {
+    /// It was invalid.
+    Invalid(ChannelError),
+    /// It was a streamed value that its sender withdrew, or left unfinished
+    /// when it went: there is no value, and no error either.
+    Withdrawn,
+}
+
+/// Validates a frame (from `link`) and decodes its body with its fds.
+#[inline(always)]
 pub(crate) fn decode<T: DeserializeOwned>(
     frame: &[u8],
     fds: &mut Vec<OwnedFd>,
     table: &mut Vec<Option<OwnedFd>>,
     rings: &mut RingSet,
     limit: usize,
-    peer_gone: &dyn Fn() -> bool,
-) -> Result<Option<T>, ChannelError> {
+    link: &Link,
+) -> Result<T, Refused> {
     if let (true, Some(body)) = (fds.is_empty(), Header::plain_body(frame, limit)) {
         // The common frame: the body follows, no fds (and the table, empty
         // between receives, stays out of it).
         let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
-        return finish(decoded.map(|(value, rest)| (value, rest.len())), violation).map(Some);
+        return finish(decoded.map(|(value, rest)| (value, rest.len())), violation)
+            .map_err(Refused::Invalid);
     }
-    decode_any(frame, fds, table, rings, limit, peer_gone)
+    match decode_any(frame, fds, table, rings, limit, link) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(Refused::Withdrawn),
+        Err(e) => Err(Refused::Invalid(e)),
+    }
 }
 
 /// [`decode`] of a frame with fds, or with its body elsewhere (or one that
-/// fails validation).
+/// fails validation); `None` for a streamed body its sender withdrew, or
+/// left unfinished when it went (`link` says whether it has).
 #[inline(never)]
 fn decode_any<T: DeserializeOwned>(
     frame: &[u8],
@@ -702,26 +740,11 @@ fn decode_any<T: DeserializeOwned>(
     table: &mut Vec<Option<OwnedFd>>,
     rings: &mut RingSet,
     limit: usize,
-    peer_gone: &dyn Fn() -> bool,
+    link: &Link,
 ) -> Result<Option<T>, ChannelError> {
     let header = Header::parse(frame, fds.len(), limit)?;
     if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
-        let attached = if r.attached { fds.pop() } else { None };
-        let ring = rings.ring_for(r, attached, limit)?;
-        let body = ring.body(r.start, header.body_len, r.streamed, peer_gone)?;
-        table.clear();
-        table.extend(fds.drain(..).map(Some));
-        let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(&body));
-        let ended = body.ended();
-        // Read (or refused) either way: the space goes back to the sender.
-        ring.release(r.start + header.body_len);
-        drop(ring);
-        rings.retire(r);
-        return match ended {
-            None => finish(decoded, violation).map(Some),
-            Some(Ended::Withdrawn | Ended::SenderGone) => Ok(None),
-            Some(Ended::Stalled) => Err(FrameError::Stalled { after: ring::STALL }.into()),
-        };
+        return decode_ring_frame(header.body_len, r, fds, table, rings, limit, link);
     }
     let mapping;
     let body = match header.kind {
@@ -737,10 +760,52 @@ fn decode_any<T: DeserializeOwned>(
     };
     table.clear();
     if !fds.is_empty() {
-        table.extend(fds.drain(..).map(Some));
+        into_table(fds, table);
     }
     let (decoded, violation) = fdtable::decoding(table, || depth::decode::<T>(body));
     finish(decoded.map(|(value, rest)| (value, rest.len())), violation).map(Some)
+}
+
+/// [`decode_any`] of a ring frame: the body `r` names, `body_len` bytes.
+#[inline(never)]
+fn decode_ring_frame<T: DeserializeOwned>(
+    body_len: u64,
+    r: RingRef,
+    fds: &mut Vec<OwnedFd>,
+    table: &mut Vec<Option<OwnedFd>>,
+    rings: &mut RingSet,
+    limit: usize,
+    link: &Link,
+) -> Result<Option<T>, ChannelError> {
+    let attached = if r.attached { fds.pop() } else { None };
+    let ring = rings.ring_for(r, attached, limit)?;
+    let peer_gone = || link.peer_gone();
+    let body = ring.body(r.start, body_len, r.streamed, &peer_gone)?;
+    into_table(fds, table);
+    let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(&body));
+    let ended = body.ended();
+    // Read (or refused) either way: the space goes back to the sender.
+    ring.release(r.start + body_len);
+    drop(ring);
+    rings.retire(r);
+    match ended {
+        None => finish(decoded, violation).map(Some),
+        Some(Ended::Withdrawn | Ended::SenderGone) => Ok(None),
+        Some(Ended::Stalled) => Err(FrameError::Stalled { after: ring::STALL }.into()),
+    }
+}
+
+/// Moves the fds that arrived into the (cleared) decoding table, in order,
+/// leaving `fds` empty with its memory kept. Pops and a reverse rather than
+/// a `drain`, whose drop the compiler keeps out of line.
+#[inline]
+fn into_table(fds: &mut Vec<OwnedFd>, table: &mut Vec<Option<OwnedFd>>) {
+    table.clear();
+    table.reserve(fds.len());
+    while let Some(fd) = fds.pop() {
+        table.push(Some(fd));
+    }
+    table.reverse();
 }
 
 /// The value of a decode, or why there is none.
