@@ -16,6 +16,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// Reads what is there (at least one byte, or 0 at end of stream) under
 /// `wait`.
+#[inline]
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8], wait: Wait) -> io::Result<usize> {
     if wait != Wait::Block && !ready(fd, PollFlags::POLLIN, wait)? {
         return Err(not_ready(wait));

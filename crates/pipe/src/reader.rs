@@ -39,7 +39,35 @@ impl Reader {
     /// Reads until one whole frame is in `buf[..len]` (copied in when it
     /// arrived whole in the read-ahead; a frame assembled over several reads
     /// has its buffer swapped in), the stream ends, or `wait` runs out.
+    #[inline]
     pub(crate) fn recv(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        buf: &mut Vec<u8>,
+        max_len: usize,
+        wait: Wait,
+    ) -> io::Result<Option<usize>> {
+        if wait == Wait::Block && self.start == self.end && self.frame_len.is_none() {
+            // The common receive: nothing read ahead, and the next read
+            // brings a whole small frame.
+            if self.ahead.len() < READ_AHEAD {
+                self.ahead.resize(READ_AHEAD, 0);
+            }
+            let n = crate::io::read(fd, &mut self.ahead, wait)?;
+            (self.start, self.end) = (0, n);
+            if n == 0 {
+                return self.at_end();
+            }
+            if let Some(done) = self.step(buf, max_len)? {
+                return Ok(Some(done));
+            }
+        }
+        self.recv_any(fd, buf, max_len, wait)
+    }
+
+    /// [`recv`](Self::recv) from wherever the read-ahead stands.
+    #[inline(never)]
+    fn recv_any(
         &mut self,
         fd: BorrowedFd<'_>,
         buf: &mut Vec<u8>,
