@@ -742,7 +742,13 @@ fn decode_any<T: DeserializeOwned>(
     limit: usize,
     link: &Link,
 ) -> Result<Option<T>, ChannelError> {
-    let header = Header::parse(frame, fds.len(), limit)?;
+    let header = match Header::parse(frame, fds.len(), limit) {
+        Ok(header) => header,
+        Err(e) => {
+            rings.release_refused(frame);
+            return Err(e.into());
+        }
+    };
     if let (BodyKind::Ring, Some(r)) = (header.kind, header.ring) {
         return decode_ring_frame(header.body_len, r, fds, table, rings, limit, link);
     }
@@ -784,8 +790,9 @@ fn decode_ring_frame<T: DeserializeOwned>(
     into_table(fds, table);
     let (decoded, violation) = fdtable::decoding(table, || depth::decode_ring::<T>(&body));
     let ended = body.ended();
-    // Read (or refused) either way: the space goes back to the sender.
-    ring.release(r.start + body_len);
+    // Read (or refused) either way: the space goes back to the sender (as
+    // it does should the decode panic).
+    drop(body);
     drop(ring);
     rings.retire(r);
     match ended {

@@ -116,15 +116,16 @@ impl Config {
     /// goes first, then the sender writes the body into the ring as the
     /// receiver frees room, wrapping around it as often as needed, while the
     /// receiver decodes it. A receive that takes such a frame waits for the
-    /// rest of the body as long as its bytes keep coming (even a
+    /// rest of the body while its bytes keep coming (even a
     /// [`try_recv`](crate::Receiver::try_recv) or a receive past its
-    /// deadline: the value is already on its way); one whose sender writes
-    /// nothing more for 2 s fails with
-    /// [`FrameError::Stalled`](crate::FrameError::Stalled), and one whose
-    /// sender went mid-way is dropped (it was never sent). A stream the
-    /// receiver frees no room for within a few milliseconds (nobody is
-    /// receiving, or the receiver is this same thread) is withdrawn, and
-    /// the value goes in a memfd.
+    /// deadline: the value is already on its way), and fails with
+    /// [`FrameError::Stalled`](crate::FrameError::Stalled) when its sender
+    /// makes no progress (a step of 128 KiB) for 2 s, or when the body takes
+    /// longer than 2 s plus its length at 8 MiB/s. Over SEQPACKET, a body
+    /// whose sender went mid-way is dropped instead (it was never sent);
+    /// other transports cannot tell, and stall. A stream the receiver frees
+    /// no room for within 100 ms (nobody is receiving, or the receiver is
+    /// this same thread) is withdrawn, and the value goes in a memfd.
     ///
     /// Other large values go in one piece: the ring then grows to four
     /// times the largest of them (at least 4 MiB), up to this cap. Values

@@ -79,9 +79,10 @@ pub enum FrameError {
         reason: &'static str,
     },
     /// The sender of a streamed body (a large value that is read while it
-    /// is written) wrote nothing more of it for `after`: it is taken to be
-    /// gone, and its value is dropped.
-    #[error("streamed body stalled: its sender wrote nothing for {after:?}")]
+    /// is written) made no progress with it for `after`, or sent it too
+    /// slowly (below 8 MiB/s past that): it is taken to be gone, and its
+    /// value is dropped.
+    #[error("streamed body stalled: its sender made no progress for {after:?}")]
     Stalled {
         /// How long nothing came.
         after: std::time::Duration,

@@ -22,6 +22,14 @@ use crate::{fdtable, ChannelError, FrameError};
 /// never deadlocks on its own ring.
 const RING_WAIT: Duration = Duration::from_millis(10);
 
+/// How long a streaming sender waits for the receiver to free room before
+/// it withdraws the body (and sends the value in a memfd). Longer than
+/// [`RING_WAIT`]: the body's frame has gone, and a receiver decoding it
+/// slowly (a debug build, many small fields) frees room only every eighth
+/// of the ring. A thread that streams to itself loses this once: until the
+/// withdrawn frame is read, its large values go in one piece.
+const STREAM_PATIENCE: Duration = Duration::from_millis(100);
+
 /// Rings a receiver keeps mapped: one per sending process (normally one).
 /// Beyond that, a new ring is mapped for its frame only and not
 /// acknowledged, so its frames keep carrying its fd: slower, never lost.
@@ -215,18 +223,17 @@ fn stream<T: Serialize + ?Sized>(
         return Streamed::Sent(Err(e));
     }
     state.retire = 0;
-    let len = size as u64;
-    let written = fdtable::encoding(fds, || {
-        postcard::serialize_with_flavor(value, ring.stream(start, len, RING_WAIT))
-    });
+    let mut writer = ring.stream(start, size as u64, STREAM_PATIENCE);
+    let written = fdtable::encoding(fds, || postcard::serialize_with_flavor(value, &mut writer));
     if written == Ok(size) && fds.is_empty() {
-        ring.finish_stream(start, len);
+        writer.finish();
         return Streamed::Sent(Ok(()));
     }
     // The encoding failed, changed size or gained fds (a `Serialize` impl
-    // that differs between two calls), or the receiver freed no room.
+    // that differs between two calls), or the receiver freed no room: the
+    // writer withdraws the body as it goes.
+    drop(writer);
     fds.clear();
-    ring.withdraw(start, len);
     if ring.corrupt() {
         state.tx = None;
         state.off = true;
@@ -356,6 +363,26 @@ impl RingSet {
         ring.acknowledge();
         self.rings.push(ring);
         Ok(RingUse::Kept(&self.rings[self.rings.len() - 1]))
+    }
+
+    /// A ring frame refused before its body was read (too large for this
+    /// receiver, a wrong fd count): its body's space still goes back to
+    /// the sender when the frame names a ring kept here, else a streamed
+    /// body the sender still writes would never get room. Only the ring's
+    /// sender knows its id, so no one else can free its space.
+    pub(crate) fn release_refused(&self, frame: &[u8]) {
+        let Some(fields) = frame.get(HEADER_LEN..HEADER_LEN + RING_FIELDS) else {
+            return;
+        };
+        if frame.len() != HEADER_LEN + RING_FIELDS || frame[3] != BodyKind::RING_BYTE {
+            return;
+        }
+        let at = |i: usize| u64::from_le_bytes(fields[i..i + 8].try_into().unwrap_or([0; 8]));
+        let (id, start) = (at(0), at(8));
+        let len = u64::from_le_bytes(frame[8..16].try_into().unwrap_or([0; 8]));
+        if let Some(ring) = self.rings.iter().find(|ring| ring.id() == id) {
+            ring.release(start.saturating_add(len));
+        }
     }
 
     /// Drops the ring a valid frame retires (its sender moved to the

@@ -461,7 +461,7 @@ impl RingRx {
             released: Cell::new(0),
             streamed,
             ended: Cell::new(None),
-            spin: Cell::new(None),
+            watch: Cell::new(None),
             peer_gone,
         })
     }
@@ -512,7 +512,7 @@ impl RingRx {
 /// written waits for it (see [`stream`]), and what was read goes back to
 /// the sender as the read goes on. A read the stream cannot satisfy (its
 /// sender withdrew it, or stopped writing) fails, and [`ended`](Self::ended)
-/// says why.
+/// says why. Dropped, it gives the whole body's space back.
 pub(crate) struct RingBody<'a> {
     ring: &'a RingRx,
     start: u64,
@@ -524,9 +524,17 @@ pub(crate) struct RingBody<'a> {
     released: Cell<usize>,
     streamed: bool,
     ended: Cell<Option<Ended>>,
-    /// How long a wait for a streamed body's bytes spins, once looked up.
-    spin: Cell<Option<std::time::Duration>>,
+    /// The waits for a streamed body's bytes, from the first on.
+    watch: Cell<Option<stream::Watch>>,
     peer_gone: &'a dyn Fn() -> bool,
+}
+
+impl Drop for RingBody<'_> {
+    /// Read or refused, or its decode panicked: either way the body's space
+    /// goes back to the sender.
+    fn drop(&mut self) {
+        self.ring.release(self.start + self.len as u64);
+    }
 }
 
 impl RingBody<'_> {
@@ -556,6 +564,12 @@ impl RingBody<'_> {
         assert!(at < self.len);
         if at >= self.ready.get() && !self.fill(at) {
             return None;
+        }
+        if self.streamed
+            && at - self.released.get() >= stream::release_step(self.ring.capacity as usize)
+        {
+            // Reads go front to back: everything before `at` is read.
+            self.release(at);
         }
         // SAFETY: `at < len`, inside the checked body (of a streamed body,
         // at an offset reduced modulo the capacity) of a live mapping; a
@@ -611,10 +625,13 @@ impl RingBody<'_> {
         // sender may need that room to write `at`.
         self.release(at);
         let need = self.start + at as u64 + 1;
-        let spin = self.spin.get().unwrap_or_else(stream::spin_time);
-        self.spin.set(Some(spin));
-        let body = (self.start, self.len as u64, need);
-        match stream::wait_filled(self.ring, body, spin, self.peer_gone) {
+        let mut watch = self
+            .watch
+            .get()
+            .unwrap_or_else(|| stream::Watch::new(self.ring, self.start, self.len as u64));
+        let result = stream::wait_filled(self.ring, need, &mut watch, self.peer_gone);
+        self.watch.set(Some(watch));
+        match result {
             Ok(filled) => {
                 let written = filled.saturating_sub(self.start).min(self.len as u64);
                 self.ready.set(self.ready.get().max(written as usize));

@@ -28,6 +28,11 @@ pub const HEADER_LEN: usize = 16;
 /// sealed memfd.
 pub const MAX_INLINE_FRAME: usize = 128 * 1024;
 
+impl BodyKind {
+    /// The kind byte of a ring frame.
+    pub(crate) const RING_BYTE: u8 = 2;
+}
+
 /// Where the body is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BodyKind {
@@ -77,7 +82,7 @@ impl Header {
         out[3] = match self.kind {
             BodyKind::Inline => 0,
             BodyKind::SharedMemory => 1,
-            BodyKind::Ring => 2,
+            BodyKind::Ring => BodyKind::RING_BYTE,
         };
         // fd_count <= MAX_FDS (checked by the sender), so it fits in u16.
         out[4..6].copy_from_slice(&(self.fd_count as u16).to_le_bytes());
@@ -142,7 +147,7 @@ impl Header {
         let kind = match frame[3] {
             0 => BodyKind::Inline,
             1 => BodyKind::SharedMemory,
-            2 => BodyKind::Ring,
+            BodyKind::RING_BYTE => BodyKind::Ring,
             other => return Err(FrameError::UnknownKind { found: other }),
         };
         let flags_allowed = if kind == BodyKind::Ring { 0b11 } else { 0 };

@@ -278,6 +278,8 @@ enum Quirk {
     GainFd,
     /// The process exits after its first field.
     Exit,
+    /// Panics after its first field.
+    Panic,
 }
 
 /// Serializes as a [`Three`]: 3 MiB, then 64 KiB, then an optional fd.
@@ -336,6 +338,7 @@ impl Serialize for Quirky {
         match (self.quirk, later) {
             (Quirk::Fail, true) => return Err(serde::ser::Error::custom("refused on purpose")),
             (Quirk::Exit, true) => std::process::exit(3),
+            (Quirk::Panic, true) => panic!("a Serialize impl panicking on purpose"),
             _ => {}
         }
         let b_len = if matches!(self.quirk, Quirk::Grow) && later {
@@ -384,7 +387,7 @@ fn encodings_that_change_while_streaming_are_withdrawn_never_half_delivered() {
                     file.read_exact_at(&mut buf, 0).expect("read");
                     assert_eq!(&buf, b"gained", "{what}");
                 }
-                Quirk::Steady | Quirk::Exit => unreachable!(),
+                Quirk::Steady | Quirk::Exit | Quirk::Panic => unreachable!(),
             }
             drop(first);
             if !matches!(quirk, Quirk::Fail) {
@@ -471,28 +474,29 @@ const STEP: usize = 64 * KIB;
 fn a_receiver_waits_past_the_stall_limit_while_a_streams_bytes_keep_coming() {
     with_fd_baseline("slow steady stream", || {
         let (peer, rx) = raw_peer::<Bytes>(Config::new());
-        let ring = HandRing::new(4 * MIB);
-        let body = body_of(&Bytes::from(patterned(9, 16 * STEP - 3)));
-        assert_eq!(body.len(), 16 * STEP, "test setup: 16 whole steps");
+        let ring = HandRing::new(16 * MIB);
+        // 15 MiB in steps of 1 MiB (only byte 2 of `filled` changes), 180 ms
+        // apart: 2.7 s in all, past the 2 s stall limit, each step well
+        // within it, and the whole within the 3.9 s the receiver allows a
+        // body of this size (2 s, and 15 MiB at 8 MiB/s).
+        let step = MIB;
+        let body = body_of(&Bytes::from(patterned(9, 15 * step - 4)));
+        assert_eq!(body.len(), 15 * step, "test setup: 15 whole steps");
         ring.announce(&peer, body.len());
         std::thread::scope(|s| {
             s.spawn(|| {
-                // 16 steps, 250 ms apart: 4 s in all, twice the stall limit.
-                for k in 1..=16 {
-                    std::thread::sleep(STALL / 8);
-                    ring.put((k - 1) * STEP, &body[(k - 1) * STEP..k * STEP]);
-                    ring.set(RING_FILLED, (k * STEP) as u64);
+                for k in 1..=15 {
+                    std::thread::sleep(Duration::from_millis(180));
+                    ring.put((k - 1) * step, &body[(k - 1) * step..k * step]);
+                    ring.set(RING_FILLED, (k * step) as u64);
                 }
             });
             let t0 = Instant::now();
             let got = rx
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the slow stream's value");
-            check_pattern(&got, 9, 16 * STEP - 3, "slow stream");
-            assert!(
-                t0.elapsed() >= 2 * STALL - STALL / 8,
-                "came before it was written"
-            );
+            check_pattern(&got, 9, 15 * step - 4, "slow stream");
+            assert!(t0.elapsed() >= STALL, "came before it was written");
         });
     });
 }
@@ -597,6 +601,231 @@ fn lying_streams_get_typed_errors() {
         send_raw(&peer, &frame, &[]);
         let got = rx.recv_timeout(RECV_TIMEOUT).expect("a good stream");
         check_pattern(&got, 4, 3 * STEP / 4, "after the lies");
+    });
+}
+
+#[test]
+fn a_serialize_impl_that_panics_mid_stream_leaves_the_ring_in_step() {
+    with_fd_baseline("panic mid-stream", || {
+        let (a, b) = SeqPacketSocket::pair().expect("socketpair");
+        let tx = Sender::<Quirky>::from_socket(a, Config::new());
+        let rx = Receiver::<Three>::from_socket(b, Config::new());
+        let panicky = Quirky::new(Quirk::Panic);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = tx.send_ref(&panicky);
+        }));
+        assert!(panicked.is_err(), "the Serialize impl did not panic");
+        assert!(
+            panicky.calls.get() >= panicky.from,
+            "the stream pass never ran"
+        );
+        // The same sender goes on: each value arrives once, whole.
+        for _ in 0..3 {
+            tx.send(Quirky::new(Quirk::Steady))
+                .expect("send after the panic");
+        }
+        for k in 0..3 {
+            let got = rx
+                .recv_timeout(LARGE_TIMEOUT)
+                .expect("a value after the panic");
+            check_pattern(&got.a, 1, 3 * MIB, &format!("value {k} after the panic"));
+            check_pattern(&got.b, 2, 64 * KIB, &format!("value {k} after the panic"));
+        }
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => {}
+            other => panic!("after the three values: {other:?}"),
+        }
+    });
+}
+
+/// Panics while it is decoded when [`TRAP`] is set: the first field of
+/// [`Trapped`].
+struct Trap;
+
+static TRAP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Serialize for Trap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Trap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d)?;
+        if TRAP.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("a Deserialize impl panicking on purpose");
+        }
+        Ok(Trap)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Trapped {
+    trap: Trap,
+    tag: u32,
+    data: Bytes,
+}
+
+#[test]
+fn a_receive_that_panics_mid_stream_gives_the_room_back() {
+    with_fd_baseline("receiver panic mid-stream", || {
+        let (a, b) = SeqPacketSocket::pair().expect("socketpair");
+        let tx = Sender::<Trapped>::from_socket(a, Config::new());
+        let rx = Receiver::<Trapped>::from_socket(b, Config::new());
+        // 8 MiB through the 4 MiB ring: the sender is still writing the
+        // first value when its receive panics.
+        let len = 8 * MIB;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for tag in 0..2 {
+                    let data = Bytes::from(patterned(tag, len));
+                    tx.send(Trapped {
+                        trap: Trap,
+                        tag,
+                        data,
+                    })
+                    .expect("send");
+                }
+            });
+            TRAP.store(true, std::sync::atomic::Ordering::SeqCst);
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = rx.recv_timeout(LARGE_TIMEOUT);
+            }));
+            TRAP.store(false, std::sync::atomic::Ordering::SeqCst);
+            assert!(panicked.is_err(), "the Deserialize impl did not panic");
+            // The first value's space came back: the sender finished it, and
+            // the next value is the second, not the first sent again.
+            let got = rx.recv_timeout(LARGE_TIMEOUT).expect("the second value");
+            assert_eq!(got.tag, 1, "the value after the panicked one");
+            check_pattern(&got.data, 1, len, "the second value");
+        });
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => {}
+            other => panic!("after the second value: {:?}", other.map(|t| t.tag)),
+        }
+    });
+}
+
+#[test]
+fn a_peer_that_drips_or_wobbles_filled_cannot_hold_a_receive() {
+    with_fd_baseline("dripping and wobbling streams", || {
+        let (peer, rx) = raw_peer::<Bytes>(Config::new());
+        let ring = HandRing::new(4 * MIB);
+        // Wobbling: `filled` goes back and forth between two values short
+        // of what the receiver needs (one changing byte each time), in a
+        // body that claims 200 MiB: the receiver would give it 27 s in all
+        // (2 s, and 200 MiB at 8 MiB/s), but a wobble is no progress.
+        let claimed = 200 * MIB;
+        let mut start = postcard::to_allocvec(&((claimed - 4) as u64)).expect("varint");
+        assert_eq!(start.len(), 4, "test setup: a 4-byte length");
+        start.resize(STEP, 0);
+        ring.announce(&peer, claimed);
+        ring.put(0, &start);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let until = Instant::now() + Duration::from_secs(15);
+                let mut k = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < until {
+                    ring.set(RING_FILLED, 0x8000 + k % 2);
+                    k += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            let t0 = Instant::now();
+            let e = match rx.recv_timeout(Duration::from_secs(30)) {
+                Err(RecvTimeoutError::Failed(e)) => e,
+                other => panic!("a wobbling stream: {other:?}"),
+            };
+            let waited = t0.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                matches!(e, ChannelError::Frame(FrameError::Stalled { .. })),
+                "a wobbling stream: {e:?}"
+            );
+            assert!(
+                waited < 5 * STALL,
+                "a wobbling stream held the receive for {waited:?}"
+            );
+        });
+        // Dripping: a step every 1.5 s would bring the 1 MiB body in 12 s;
+        // the receiver gives up once the body is later than the stall
+        // limit plus its length at 8 MiB/s.
+        let body = body_of(&Bytes::from(patterned(6, MIB - 3)));
+        ring.set(RING_FILLED, 0);
+        ring.put(0, &body);
+        ring.announce(&peer, body.len());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for k in 1..16u64 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    ring.set(RING_FILLED, k << 17); // steps of 128 KiB
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
+            });
+            let t0 = Instant::now();
+            let e = match rx.recv_timeout(Duration::from_secs(30)) {
+                Err(RecvTimeoutError::Failed(e)) => e,
+                other => panic!("a dripping stream: {other:?}"),
+            };
+            let waited = t0.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                matches!(e, ChannelError::Frame(FrameError::Stalled { .. })),
+                "a dripping stream: {e:?}"
+            );
+            assert!(
+                waited < 5 * STALL,
+                "a dripping stream held the receive for {waited:?}"
+            );
+        });
+    });
+}
+
+#[test]
+fn a_stream_refused_unread_gives_its_room_back() {
+    with_fd_baseline("refused stream", || {
+        let (a, b) = SeqPacketSocket::pair().expect("socketpair");
+        let tx = Sender::<Bytes>::from_socket(a, Config::new());
+        // No handshake: the sender does not know the receiver's limit.
+        let rx = Receiver::<Bytes>::from_socket(b, Config::new().limit(2 * MIB));
+        tx.send(Bytes::from(patterned(0, 100 * KIB))).expect("send");
+        check_pattern(
+            &rx.recv_timeout(RECV_TIMEOUT).expect("recv"),
+            0,
+            100 * KIB,
+            "first",
+        );
+        // 3 MiB: streamed, refused before a byte of it is read.
+        tx.send(Bytes::from(patterned(1, 3 * MIB)))
+            .expect("send 3 MiB");
+        match rx.recv_timeout(LARGE_TIMEOUT) {
+            Err(RecvTimeoutError::Failed(ChannelError::Frame(FrameError::TooLarge { .. }))) => {}
+            other => panic!("3 MiB past a 2 MiB receiver: {:?}", other.map(|b| b.len())),
+        }
+        // Its space came back: twenty 1 MiB values go through the ring (and
+        // nothing more arrives: the refused value is not sent again).
+        for k in 0..20 {
+            tx.send(Bytes::from(patterned(2 + k, MIB)))
+                .expect("send 1 MiB");
+            let got = rx.recv_timeout(LARGE_TIMEOUT).expect("1 MiB");
+            check_pattern(&got, 2 + k, MIB, "after the refused stream");
+        }
+        let rings = named_memfds("courier-ring");
+        let through_ring = rings.iter().map(|r| consumed_of(r.0)).max().unwrap_or(0);
+        assert!(
+            through_ring >= (3 + 20) * MIB as u64,
+            "the ring's reader consumed {through_ring} bytes: the values after \
+             the refused stream did not go through the ring"
+        );
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => {}
+            other => panic!("after the values: {:?}", other.map(|b| b.len())),
+        }
     });
 }
 

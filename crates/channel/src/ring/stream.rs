@@ -15,8 +15,9 @@
 //! frame, which goes before the encoding), and the send may block.
 //!
 //! A stream its sender cannot finish is withdrawn: its encoding failed,
-//! changed size or gained fds, or the receiver freed no room for the
-//! sender's patience (it may be the same thread, or not receiving). The
+//! changed size or gained fds (or its `Serialize` impl panicked), or the
+//! receiver freed no room for the sender's patience (it may be the same
+//! thread, or not receiving). The
 //! sender marks the body in `withdrawn` before publishing its last byte,
 //! so no receiver has the whole value; the receiver drops what it decoded
 //! and goes on to the next frame as if this one never came, and the sender
@@ -25,8 +26,11 @@
 //! unread.
 //!
 //! A receiver waits for a stream's bytes while they keep coming: a sender
-//! that publishes nothing new for [`STALL`] is taken to be gone, and the
-//! receive fails with [`FrameError::Stalled`](crate::FrameError::Stalled).
+//! that makes no progress (a step) for [`STALL`], or whose body is not in
+//! by [`STALL`] plus its length at [`MIN_RATE`], is taken to be gone, and
+//! the receive fails with
+//! [`FrameError::Stalled`](crate::FrameError::Stalled). So no peer holds a
+//! receive for longer than that, however it moves `filled`.
 //!
 //! Waiting is a short spin (the other side is usually mid-copy on another
 //! CPU), then a futex wait on a word the other side bumps: `wake` with
@@ -54,8 +58,8 @@ const PUBLISH: u64 = 128 << 10;
 /// more than one CPU (see [`spin_time`]).
 const SPIN: Duration = Duration::from_micros(50);
 
-/// How long a receiver waits for a streamed body's sender to publish
-/// anything new before it gives up on the body.
+/// How long a receiver waits for a streamed body's sender to make progress
+/// (see [`Watch`]) before it gives up on the body.
 pub(crate) const STALL: Duration = Duration::from_secs(2);
 
 /// How a streamed body ended, other than written whole.
@@ -118,11 +122,18 @@ impl RingTx {
         Ok(Some((self.written + skew).next_multiple_of(LINE) - skew))
     }
 
-    /// The output flavor for a body of `len` bytes streamed from `start`,
-    /// whose frame has been sent. It gives up when the receiver frees no
-    /// room for `patience`. The body ends with [`finish_stream`]
-    /// (Self::finish_stream) or [`withdraw`](Self::withdraw).
-    pub(crate) fn stream(&self, start: u64, len: u64, patience: Duration) -> StreamWriter<'_> {
+    /// The writer of a body of `len` bytes streamed from `start`, whose
+    /// frame has been sent: a postcard output flavor (as `&mut`). It gives
+    /// up when the receiver frees no room for `patience`.
+    ///
+    /// From here the body counts as sent, and as withdrawn until
+    /// [`StreamWriter::finish`]: a writer dropped without it (an encoding
+    /// that failed, changed size or gained fds, no room in time, or a
+    /// `Serialize` impl that panicked) withdraws the body, so that the
+    /// receiver drops it and the ring's positions stay right.
+    pub(crate) fn stream(&mut self, start: u64, len: u64, patience: Duration) -> StreamWriter<'_> {
+        self.written = start + len;
+        self.withdrawn_until = start + len;
         StreamWriter {
             ring: self,
             start,
@@ -132,25 +143,8 @@ impl RingTx {
             room: 0,
             patience,
             spin: spin_time(),
+            finished: false,
         }
-    }
-
-    /// Publishes the last bytes of a streamed body: the receiver can now
-    /// read it whole.
-    pub(crate) fn finish_stream(&mut self, start: u64, len: u64) {
-        self.publish(start + len);
-        self.written = start + len;
-    }
-
-    /// Gives up on a streamed body: its receiver drops it. Its space counts
-    /// as used, and no body streams until its frame has been read.
-    pub(crate) fn withdraw(&mut self, start: u64, len: u64) {
-        self.map.u64_at(WITHDRAWN).store(start + 1, SeqCst);
-        let wake = self.map.u32_at(FILL_WAKE);
-        wake.fetch_add(1, SeqCst);
-        futex_wake(wake);
-        self.written = start + len;
-        self.withdrawn_until = start + len;
     }
 
     /// Tells a receiver that a streamed body is written up to `filled`,
@@ -169,21 +163,49 @@ impl RingTx {
 /// Where a streamed body is encoded: a postcard output flavor that writes
 /// into the ring as room frees, and publishes its progress as it goes.
 pub(crate) struct StreamWriter<'a> {
-    ring: &'a RingTx,
+    ring: &'a mut RingTx,
     start: u64,
     len: u64,
     /// Bytes written.
     pos: u64,
-    /// Bytes published: never the last one (see [`RingTx::finish_stream`]).
+    /// Bytes published: never the last one (see [`finish`](Self::finish)).
     published: u64,
     /// The position up to which the ring is known to be free.
     room: u64,
     patience: Duration,
     /// How long to spin before sleeping.
     spin: Duration,
+    /// The whole body was written and published.
+    finished: bool,
+}
+
+impl Drop for StreamWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The receiver drops the body; its space stays counted as used
+            // and no body streams until its frame has been read (see
+            // `RingTx::stream`).
+            self.ring
+                .map
+                .u64_at(WITHDRAWN)
+                .store(self.start + 1, SeqCst);
+            let wake = self.ring.map.u32_at(FILL_WAKE);
+            wake.fetch_add(1, SeqCst);
+            futex_wake(wake);
+        }
+    }
 }
 
 impl StreamWriter<'_> {
+    /// Publishes the body's last bytes, once all `len` are written: the
+    /// receiver can now read it whole.
+    pub(crate) fn finish(mut self) {
+        debug_assert_eq!(self.pos, self.len);
+        self.ring.publish(self.start + self.len);
+        self.ring.withdrawn_until = 0;
+        self.finished = true;
+    }
+
     /// How many bytes (at least 1, at most `want`) can be copied to the
     /// current position in one go, waiting for room first if need be.
     fn writable(&mut self, want: u64) -> postcard::Result<u64> {
@@ -257,7 +279,8 @@ impl StreamWriter<'_> {
         Ok(())
     }
 
-    /// Publishes what is written, short of the body's last byte.
+    /// Publishes what is written, short of the body's last byte (see
+    /// [`finish`](Self::finish)).
     fn publish(&mut self) {
         let upto = self.pos.min(self.len.saturating_sub(1));
         if upto > self.published {
@@ -267,7 +290,7 @@ impl StreamWriter<'_> {
     }
 }
 
-impl postcard::ser_flavors::Flavor for StreamWriter<'_> {
+impl postcard::ser_flavors::Flavor for &mut StreamWriter<'_> {
     type Output = usize;
 
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
@@ -304,10 +327,61 @@ impl postcard::ser_flavors::Flavor for StreamWriter<'_> {
     }
 }
 
-/// Waits until the streamed body at `start` (of `len` bytes) is written up
-/// to `need`, spinning for `spin` first, and returns how far it is
-/// written, or how it ended first (`peer_gone` says whether its sender has
-/// gone).
+/// How a receiver's waits for one streamed body's bytes stand: what counts
+/// as progress, and when it gives up.
+#[derive(Clone, Copy)]
+pub(crate) struct Watch {
+    start: u64,
+    end: u64,
+    /// How far `filled` must rise past `best` to count as progress: the
+    /// sender's step (a sender publishes at least that much at a time, or
+    /// the body's end), so that a peer dripping bytes, or moving `filled`
+    /// back and forth, does not keep a receiver waiting.
+    step: u64,
+    /// The furthest `filled` that counted as progress.
+    best: u64,
+    /// Stalled unless progress comes by then.
+    stall_at: Instant,
+    /// However it goes, the body must be in by then: [`STALL`] plus its
+    /// length at [`MIN_RATE`].
+    give_up_at: Instant,
+    /// How long to spin before sleeping.
+    spin: Duration,
+}
+
+/// The slowest a streamed body may come, on average, before a receiver
+/// gives up on it (past the first [`STALL`]): far below what any sender
+/// copies at, and a bound on how long a peer can hold a receive.
+const MIN_RATE: u64 = 8 << 20;
+
+impl Watch {
+    pub(crate) fn new(ring: &RingRx, start: u64, len: u64) -> Watch {
+        let now = Instant::now();
+        Watch {
+            start,
+            end: start + len,
+            step: publish_step(ring.capacity),
+            best: start,
+            stall_at: now + STALL,
+            give_up_at: now + STALL + Duration::from_secs_f64(len as f64 / MIN_RATE as f64),
+            spin: spin_time(),
+        }
+    }
+
+    /// Takes note of `filled` as seen at `now`.
+    fn observe(&mut self, filled: u64, now: Instant) {
+        let filled = filled.clamp(self.start, self.end);
+        if filled >= self.best.saturating_add(self.step).min(self.end) && filled > self.best {
+            self.best = filled;
+            self.stall_at = now + STALL;
+        }
+    }
+}
+
+/// Waits until the streamed body `watch` follows is written up to `need`,
+/// and returns how far it is written, or how it ended first (`peer_gone`
+/// says whether its sender has gone). Spins first where that can help (see
+/// [`spin_time`]).
 ///
 /// Once it sleeps, it asks to be woken when a quarter of the ring more (or
 /// the rest of the body) is written, not at the next step: where both
@@ -317,34 +391,32 @@ impl postcard::ser_flavors::Flavor for StreamWriter<'_> {
 /// that stops short is looked at again every [`LOOK_GONE`].
 pub(crate) fn wait_filled(
     ring: &RingRx,
-    (start, len, need): (u64, u64, u64),
-    spin: Duration,
+    need: u64,
+    watch: &mut Watch,
     peer_gone: &dyn Fn() -> bool,
 ) -> Result<u64, Ended> {
     let filled = ring.map.u64_at(FILLED);
+    let start = watch.start;
     let withdrawn = || ring.map.u64_at(WITHDRAWN).load(SeqCst) == start.wrapping_add(1);
     let wake = ring.map.u32_at(FILL_WAKE);
     let fill_at = ring.map.u64_at(FILL_AT);
-    let spin_until = Instant::now() + spin;
-    let mut last = filled.load(SeqCst);
-    let mut deadline = Instant::now() + STALL;
+    let spin_until = Instant::now() + watch.spin;
     let mut look_gone = Instant::now() + LOOK_GONE;
     let result = loop {
         let now_filled = filled.load(SeqCst);
+        let now = Instant::now();
+        watch.observe(now_filled, now);
         if now_filled >= need {
             break Ok(now_filled);
         }
         if withdrawn() {
             break Err(Ended::Withdrawn);
         }
-        let now = Instant::now();
-        if now_filled != last {
-            (last, deadline) = (now_filled, now + STALL);
-        }
         if now < spin_until {
             std::hint::spin_loop();
             continue;
         }
+        let deadline = watch.stall_at.min(watch.give_up_at);
         if now >= deadline {
             break Err(Ended::Stalled);
         }
@@ -358,11 +430,81 @@ pub(crate) fn wait_filled(
         }
         let seen = wake.load(SeqCst);
         let enough = need.saturating_add(ring.capacity / 4);
-        fill_at.store(enough.min(start.saturating_add(len)).max(1), SeqCst);
+        fill_at.store(enough.min(watch.end).max(1), SeqCst);
         if filled.load(SeqCst) < need && !withdrawn() {
             futex_wait(wake, seen, deadline.min(look_gone) - now);
         }
     };
     fill_at.store(0, SeqCst);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postcard::ser_flavors::Flavor;
+    use std::os::fd::AsFd;
+
+    fn pair(capacity: usize) -> (RingTx, RingRx) {
+        let tx = RingTx::create(capacity).unwrap();
+        let rx =
+            RingRx::adopt(tx.fd().as_fd().try_clone_to_owned().unwrap(), tx.id(), true).unwrap();
+        (tx, rx)
+    }
+
+    fn consumed(rx: &RingRx) -> u64 {
+        rx.map.u64_at(CONSUMED).load(SeqCst)
+    }
+
+    #[test]
+    fn byte_by_byte_reads_give_room_back_as_they_go() {
+        let capacity = 64 << 10;
+        let (mut tx, rx) = pair(capacity);
+        // Written and published whole first: the reads below never wait,
+        // so only the reads themselves can give room back.
+        let len = capacity as u64;
+        let mut writer = tx.stream(0, len, Duration::from_secs(10));
+        let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        (&mut writer).try_extend(&bytes).unwrap();
+        writer.finish();
+        let here = || false;
+        let body = rx.body(0, len, true, &here).unwrap();
+        let step = release_step(capacity);
+        for at in 0..len as usize {
+            assert_eq!(body.byte(at), Some(at as u8), "byte {at}");
+            if at == 3 * step {
+                assert!(
+                    consumed(&rx) >= 2 * step as u64,
+                    "after {at} bytes read one by one, {} given back",
+                    consumed(&rx)
+                );
+            }
+        }
+        assert_eq!(body.ended(), None);
+    }
+
+    #[test]
+    fn a_writer_dropped_unfinished_withdraws_its_body() {
+        let (mut tx, rx) = pair(64 << 10);
+        let len = 1 << 20;
+        let here = || false;
+        {
+            let mut writer = tx.stream(0, len, Duration::from_millis(10));
+            // One step (a quarter of the ring) is published, the rest not.
+            (&mut writer).try_extend(&[7; 20_000]).unwrap();
+        }
+        let body = rx.body(0, len, true, &here).unwrap();
+        assert_eq!(body.byte(0), Some(7));
+        assert_eq!(body.byte(16_383), Some(7));
+        assert_eq!(body.byte(19_999), None, "written, never published");
+        assert_eq!(body.ended(), Some(Ended::Withdrawn));
+        drop(body);
+        assert_eq!(
+            consumed(&rx),
+            len,
+            "the withdrawn body's space comes back whole"
+        );
+        // Another stream waits for the withdrawn frame to be read: it is.
+        assert_eq!(tx.stream_start(0).unwrap(), Some(len));
+    }
 }
