@@ -178,8 +178,10 @@ impl Kind {
             ),
             Kind::TypedSeqPacket => "courier's typed `Endpoint` from `Command::spawn_endpoint` / \
                  `from_env` (SEQPACKET, handshaken): `u64` messages, `Bytes` payloads sent \
-                 with `send_ref`, fd messages an enum: `One { n: u64, fd: Fd<OwnedFd> }` \
-                 for one fd, `Many { n: u64, fds: Vec<Fd<OwnedFd>> }` for other counts."
+                 with `send_ref` (above 64 KiB through the sender's shared ring, the 16 MiB \
+                 ones streamed through it while the receiver decodes), fd messages an enum: \
+                 `One { n: u64, fd: Fd<OwnedFd> }` for one fd, \
+                 `Many { n: u64, fds: Vec<Fd<OwnedFd>> }` for other counts."
                 .to_string(),
             Kind::TypedDgram => "the same typed `Endpoint`s made by \
                  `Config::new().datagram(true).endpoints()` in the parent, one end sent to \

@@ -566,7 +566,8 @@ impl RingBody<'_> {
             return None;
         }
         if self.streamed
-            && at - self.released.get() >= stream::release_step(self.ring.capacity as usize)
+            && at.saturating_sub(self.released.get())
+                >= stream::release_step(self.ring.capacity as usize)
         {
             // Reads go front to back: everything before `at` is read.
             self.release(at);
