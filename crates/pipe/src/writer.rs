@@ -118,9 +118,15 @@ impl Writer {
         if self.shut.load(Ordering::Acquire) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
+        self.write_whole(whole)
+    }
+
+    /// Writes a frame gathered in one buffer: one call, and should that
+    /// write part (or be interrupted), the rest as for any frame.
+    #[inline]
+    fn write_whole(&self, whole: &[u8]) -> io::Result<()> {
         match courier_transport::pipe::write_vectored(self.fd(), &[IoSlice::new(whole)]) {
-            Ok(n) if n == total => Ok(()),
-            // Part written, or an error to sort out: on as for any frame.
+            Ok(n) if n == whole.len() => Ok(()),
             Ok(n) => write_all(self.fd(), &mut [IoSlice::new(&whole[n..])]),
             Err(e)
                 if matches!(
@@ -164,22 +170,7 @@ impl Writer {
                 buf[at..at + slice.len()].copy_from_slice(slice);
                 at += slice.len();
             }
-            let whole = &buf[..total];
-            return match courier_transport::pipe::write_vectored(self.fd(), &[IoSlice::new(whole)])
-            {
-                Ok(n) if n == total => Ok(()),
-                // Part written (or an error to sort out): on as for any frame.
-                Ok(n) => write_all(self.fd(), &mut [IoSlice::new(&whole[n..])]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                    ) =>
-                {
-                    write_all(self.fd(), &mut [IoSlice::new(whole)])
-                }
-                Err(e) => Err(e),
-            };
+            return self.write_whole(&buf[..total]);
         }
         let mut few = [IoSlice::new(&[]); 4];
         let mut all;
