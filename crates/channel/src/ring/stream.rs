@@ -363,7 +363,11 @@ impl Watch {
             step: publish_step(ring.capacity),
             best: start,
             stall_at: now + STALL,
-            give_up_at: now + STALL + Duration::from_secs_f64(len as f64 / MIN_RATE as f64),
+            // Whole milliseconds, capped (a limit the user set near
+            // `u64::MAX` must not overflow an `Instant`).
+            give_up_at: now
+                + STALL
+                + Duration::from_millis((len / (MIN_RATE / 1000)).min(u64::from(u32::MAX))),
             spin: spin_time(),
         }
     }
