@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::codec::{send_fail, Scratch, SendFail, Shared};
 use crate::ring::{Corrupt, RingRx, RingTx, MAX_RING, MIN_ACCEPTED, MIN_RING, STREAM_ABOVE};
-use crate::wire::{BodyKind, Header, RingRef, HEADER_LEN, RING_FIELDS};
+use crate::wire::{self, BodyKind, Header, RingRef, HEADER_LEN, RING_FIELDS};
 use crate::{fdtable, ChannelError, FrameError};
 
 /// How long a send that may wait waits for room in a full ring before its
@@ -371,17 +371,11 @@ impl RingSet {
     /// body the sender still writes would never get room. Only the ring's
     /// sender knows its id, so no one else can free its space.
     pub(crate) fn release_refused(&self, frame: &[u8]) {
-        let Some(fields) = frame.get(HEADER_LEN..HEADER_LEN + RING_FIELDS) else {
+        let Some((r, body_len)) = wire::ring_fields(frame) else {
             return;
         };
-        if frame.len() != HEADER_LEN + RING_FIELDS || frame[3] != BodyKind::RING_BYTE {
-            return;
-        }
-        let at = |i: usize| u64::from_le_bytes(fields[i..i + 8].try_into().unwrap_or([0; 8]));
-        let (id, start) = (at(0), at(8));
-        let len = u64::from_le_bytes(frame[8..16].try_into().unwrap_or([0; 8]));
-        if let Some(ring) = self.rings.iter().find(|ring| ring.id() == id) {
-            ring.release(start.saturating_add(len));
+        if let Some(ring) = self.rings.iter().find(|ring| ring.id() == r.id) {
+            ring.release(r.start.saturating_add(body_len));
         }
     }
 

@@ -164,13 +164,7 @@ impl Header {
                     actual: carried,
                 })
             }
-            BodyKind::Ring => Some(RingRef {
-                id: u64_at(frame, 16),
-                start: u64_at(frame, 24),
-                retire: u64_at(frame, 32),
-                attached: frame[6] & 1 != 0,
-                streamed: frame[6] & 2 != 0,
-            }),
+            BodyKind::Ring => Some(ring_ref(frame)),
             _ => None,
         };
         let header = Header {
@@ -209,6 +203,25 @@ impl Header {
             _ => Ok(header),
         }
     }
+}
+
+/// The ring fields of a ring frame (`HEADER_LEN + RING_FIELDS` bytes).
+fn ring_ref(frame: &[u8]) -> RingRef {
+    RingRef {
+        id: u64_at(frame, 16),
+        start: u64_at(frame, 24),
+        retire: u64_at(frame, 32),
+        attached: frame[6] & 1 != 0,
+        streamed: frame[6] & 2 != 0,
+    }
+}
+
+/// The ring fields and body length of a frame shaped like a ring frame
+/// (its length and kind byte), whatever else is wrong with it: for
+/// giving a refused frame's space back.
+pub(crate) fn ring_fields(frame: &[u8]) -> Option<(RingRef, u64)> {
+    (frame.len() == HEADER_LEN + RING_FIELDS && frame[3] == BodyKind::RING_BYTE)
+        .then(|| (ring_ref(frame), u64_at(frame, 8)))
 }
 
 #[inline]
