@@ -120,12 +120,13 @@ impl Config {
     /// [`try_recv`](crate::Receiver::try_recv) or a receive past its
     /// deadline: the value is already on its way), and fails with
     /// [`FrameError::Stalled`](crate::FrameError::Stalled) when its sender
-    /// makes no progress (a step of 128 KiB) for 2 s, or when the body takes
-    /// longer than 2 s plus its length at 8 MiB/s. Over SEQPACKET, a body
-    /// whose sender went mid-way is dropped instead (it was never sent);
-    /// other transports cannot tell, and stall. A stream the receiver frees
-    /// no room for within 100 ms (nobody is receiving, or the receiver is
-    /// this same thread) is withdrawn, and the value goes in a memfd.
+    /// makes no progress (a step: 1 MiB, a quarter of a smaller ring) for
+    /// 2 s, or when the body takes longer than 2 s plus its length at
+    /// 8 MiB/s. Over SEQPACKET, a body whose sender went mid-way is
+    /// dropped instead (it was never sent); other transports cannot tell,
+    /// and stall. A stream the receiver frees no room for within 100 ms
+    /// (nobody is receiving, or the receiver is this same thread) is
+    /// withdrawn, and the value goes in a memfd.
     ///
     /// Other large values go in one piece: the ring then grows to four
     /// times the largest of them (at least 4 MiB), up to this cap. Values

@@ -595,7 +595,9 @@ impl RingBody<'_> {
                 .min(self.ready.get() - from)
                 .min(capacity - offset);
             if self.streamed {
-                n = n.min(stream::release_step(capacity));
+                // A step at a time (see `stream::PUBLISH`): the room goes
+                // back as the copy goes, and the copies are large.
+                n = n.min(stream::to_step(self.start + from as u64, capacity as u64) as usize);
             }
             let to = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
             // SAFETY: the source range lies inside the data area (`n`

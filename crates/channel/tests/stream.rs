@@ -711,7 +711,7 @@ fn a_receive_that_panics_mid_stream_gives_the_room_back() {
 fn a_peer_that_drips_or_wobbles_filled_cannot_hold_a_receive() {
     with_fd_baseline("dripping and wobbling streams", || {
         let (peer, rx) = raw_peer::<Bytes>(Config::new());
-        let ring = HandRing::new(4 * MIB);
+        let ring = HandRing::new(32 * MIB);
         // Wobbling: `filled` goes back and forth between two values short
         // of what the receiver needs (one changing byte each time), in a
         // body that claims 200 MiB: the receiver would give it 27 s in all
@@ -749,10 +749,12 @@ fn a_peer_that_drips_or_wobbles_filled_cannot_hold_a_receive() {
                 "a wobbling stream held the receive for {waited:?}"
             );
         });
-        // Dripping: a step every 1.5 s would bring the 1 MiB body in 12 s;
-        // the receiver gives up once the body is later than the stall
-        // limit plus its length at 8 MiB/s.
-        let body = body_of(&Bytes::from(patterned(6, MIB - 3)));
+        // Dripping: a step (1 MiB in a ring this large) every 1.5 s would
+        // bring the 16 MiB body in 24 s. Each step is progress, within the
+        // stall limit, but the receiver gives up once the body is later
+        // than the stall limit plus its length at 8 MiB/s: after 4 s.
+        let body = body_of(&Bytes::from(patterned(6, 16 * MIB - 4)));
+        assert_eq!(body.len(), 16 * MIB, "test setup: 16 steps");
         ring.set(RING_FILLED, 0);
         ring.put(0, &body);
         ring.announce(&peer, body.len());
@@ -763,7 +765,7 @@ fn a_peer_that_drips_or_wobbles_filled_cannot_hold_a_receive() {
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
                         break;
                     }
-                    ring.set(RING_FILLED, k << 17); // steps of 128 KiB
+                    ring.set(RING_FILLED, k << 20); // only byte 2 changes
                     std::thread::sleep(Duration::from_millis(1500));
                 }
             });
@@ -781,6 +783,10 @@ fn a_peer_that_drips_or_wobbles_filled_cannot_hold_a_receive() {
             assert!(
                 waited < 5 * STALL,
                 "a dripping stream held the receive for {waited:?}"
+            );
+            assert!(
+                waited > STALL + Duration::from_secs(1),
+                "a dripping stream's steps were not progress: gave up after {waited:?}"
             );
         });
     });
