@@ -326,9 +326,17 @@ fn largest_ring_within(limit: usize) -> u64 {
 #[derive(Default)]
 pub(crate) struct RingSet {
     rings: Vec<RingRx>,
+    /// A ring frame came since [`took_frame`](Self::took_frame) last looked.
+    frame_came: bool,
 }
 
 impl RingSet {
+    /// Whether a ring frame came since the last call.
+    #[inline]
+    pub(crate) fn took_frame(&mut self) -> bool {
+        std::mem::take(&mut self.frame_came)
+    }
+
     /// The ring a frame names: one mapped before, or adopted from the fd
     /// the frame carries, for a receiver whose limit is `limit`.
     pub(crate) fn ring_for(
@@ -337,6 +345,7 @@ impl RingSet {
         attached: Option<OwnedFd>,
         limit: usize,
     ) -> Result<RingUse<'_>, FrameError> {
+        self.frame_came = true;
         if let Some(index) = self.rings.iter().position(|ring| ring.id() == r.id) {
             return Ok(RingUse::Kept(&self.rings[index])); // a resent fd closes on return
         }

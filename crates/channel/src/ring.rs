@@ -67,7 +67,7 @@ use nix::unistd::ftruncate;
 use crate::FrameError;
 
 pub(crate) mod stream;
-pub(crate) use stream::{Ended, STALL, STREAM_ABOVE};
+pub(crate) use stream::{Ended, SpinTime, STALL, STREAM_ABOVE};
 
 /// The control page before the data area.
 pub(crate) const CONTROL: usize = 4096;

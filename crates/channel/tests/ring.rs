@@ -16,7 +16,9 @@
 //!   usable. A hostile receiver (impossible `consumed` counters) neither
 //!   hangs nor breaks the typed sender: it falls back to per-value memfds.
 //! * No self-deadlock (one thread sends 20 × 8 MiB before receiving), and
-//!   `try_send`/`send_timeout` never wait on a full ring.
+//!   `try_send`/`send_timeout` never wait on a full ring. The receive after
+//!   a ring value (which polls before it sleeps) keeps its deadline, waits
+//!   for a late value and sees the end of the channel.
 //! * Receivers and endpoints that travel to a child with mapped rings and
 //!   queued frames; ten sender processes into one receiver (more than the
 //!   receiver keeps mapped), and sender processes that finish at different
@@ -45,8 +47,8 @@ use common::{
     XorShift, RECV_TIMEOUT, RING_ACKED, RING_CONSUMED, RING_CONTROL,
 };
 use courier_channel::{
-    Bytes, ChannelError, Config, Endpoint, Fd, FrameError, Receiver, RecvTimeoutError,
-    SendTimeoutError, Sender, TrySendError, HEADER_LEN, MAX_INLINE_FRAME,
+    Bytes, ChannelError, Config, Endpoint, Fd, FrameError, Receiver, RecvError, RecvTimeoutError,
+    SendTimeoutError, Sender, TryRecvError, TrySendError, HEADER_LEN, MAX_INLINE_FRAME,
 };
 use courier_transport::{DatagramSocket, FrameTransport, SeqPacketSocket, Wait, MAX_FDS};
 use nix::fcntl::SealFlag;
@@ -1932,5 +1934,55 @@ fn a_serialize_impl_that_sends_on_the_same_ring_does_not_deadlock() {
             nested >= 3,
             "only {nested} nested values before the last outer one"
         );
+    });
+}
+
+/// The receive after a value that came through the ring polls the socket
+/// for a moment before it sleeps (large values tend to come one after the
+/// other); otherwise it is a receive like any other: it ends at its
+/// deadline, `try_recv` does not wait, a value sent long after is still
+/// received, and the end of the channel is seen.
+#[test]
+fn the_receive_after_a_ring_value_times_out_waits_and_ends_as_any_other() {
+    with_fd_baseline("receives after a ring value", || {
+        let (tx, rx) = courier_channel::channel::<Tagged>().expect("channel");
+        let len = 100 * KIB;
+        let mut tag = 0;
+        let mut ring_value = |what: &str| {
+            tx.send(tagged(tag, len)).expect("send");
+            let got = rx.recv_timeout(RECV_TIMEOUT).expect("a ring value");
+            check_tagged(&got, tag, len, what);
+            tag += 1;
+        };
+        ring_value("before a timeout");
+        let t0 = Instant::now();
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Err(RecvTimeoutError::Timeout) => {}
+            other => panic!("nothing was sent: {other:?}"),
+        }
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(50) && waited < RECV_TIMEOUT,
+            "a 50 ms receive after a ring value took {waited:?}"
+        );
+        ring_value("before try_recv");
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => {}
+            other => panic!("nothing was sent: {other:?}"),
+        }
+        ring_value("before a late value");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(30));
+                tx.send(tagged(100, 10)).expect("the late send");
+            });
+            check_tagged(&rx.recv().expect("the late value"), 100, 10, "late");
+        });
+        ring_value("before the end");
+        drop(tx);
+        match rx.recv() {
+            Err(RecvError::Disconnected) => {}
+            other => panic!("the sender is gone: {other:?}"),
+        }
     });
 }

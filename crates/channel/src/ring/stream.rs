@@ -122,6 +122,27 @@ pub(crate) fn spin_time() -> Duration {
     }
 }
 
+/// [`spin_time`] for a receiver, looked up again at most every 100 ms (its
+/// thread's CPUs may change while it runs).
+#[derive(Default)]
+pub(crate) struct SpinTime {
+    spin: Duration,
+    looked: Option<Instant>,
+}
+
+impl SpinTime {
+    pub(crate) fn get(&mut self) -> Duration {
+        let now = Instant::now();
+        if self
+            .looked
+            .is_none_or(|at| now.duration_since(at) > Duration::from_millis(100))
+        {
+            (self.spin, self.looked) = (spin_time(), Some(now));
+        }
+        self.spin
+    }
+}
+
 impl RingTx {
     /// Where a streamed body would start (its largest byte block, at
     /// `skew`, on a cache line), or `None` while the frame of a withdrawn
