@@ -678,8 +678,13 @@ fn two_writer_processes_a_pipe_buf_write_lands_whole_inside_a_larger_one() {
         assert!(stream.len() < A_LEN + B_LEN, "B never wrote");
         r.read_exact(&mut page_buf).unwrap();
         stream.extend_from_slice(&page_buf);
+        // Until a writer has refilled the pipe, or B has gone: when B's
+        // write is the last, nobody refills the page read after it.
         let deadline = Instant::now() + SOON;
         while !poll_for(w.as_fd(), PollFlags::POLLOUT, Duration::ZERO).is_empty() {
+            if b.0.try_wait().unwrap().is_some() {
+                break;
+            }
             assert!(Instant::now() < deadline, "no writer refilled the pipe");
             std::thread::sleep(Duration::from_millis(1));
         }
