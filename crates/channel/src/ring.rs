@@ -220,9 +220,10 @@ impl RingTx {
     }
 
     /// Where a body of `len` bytes would start now, or `None` without room.
-    /// The start is chosen so that byte `skew` of the body (where its
-    /// largest byte block begins) falls on a cache-line boundary: copies in
-    /// and out of the ring then run on aligned lines.
+    /// The start is chosen so that byte `skew` of the body falls on a
+    /// cache-line boundary: the sender picks `skew` so that the body's
+    /// largest byte block lands at the same offset in its ring line as in
+    /// the line it is copied from (see `codec::Measure`).
     ///
     /// Bodies are kept near the start of the data area, in its first
     /// [`window`](Self::window) while the receiver keeps up (and a body or
