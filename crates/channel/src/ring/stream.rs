@@ -52,17 +52,17 @@ pub(crate) const STREAM_ABOVE: usize = MIN_RING / 2;
 /// The sender publishes its progress every this many bytes (at most a
 /// quarter of the ring), at positions that are multiples of it, and both
 /// sides copy a step at a time: copies of 1 MiB, not of 128 KiB. glibc's
-/// `memcpy` moves copies under 1 MiB with `rep movsb` on AMD processors,
-/// which runs at half speed when the source and the destination sit at
-/// different offsets in their cache lines (a ring line against a `Vec`
-/// from `malloc`, 16 bytes into one), and larger ones with a vector loop
-/// that does not care (docs/measurements.md, "Streamed bodies copy a MiB
-/// at a time").
+/// `memcpy` moves copies under 1 MiB with `rep movsb` on the AMD machine
+/// of docs/measurements.md, which runs at half speed when the source and
+/// the destination sit at different offsets in their cache lines (a ring
+/// line against a `Vec` from `malloc`, 16 bytes into one), and larger
+/// ones with a vector loop that does not care (docs/measurements.md,
+/// "Streamed bodies copy a MiB at a time").
 const PUBLISH: u64 = 1 << 20;
 
 /// How long either side spins before it sleeps on a futex: about the time
-/// the other side takes to copy a step (1 MiB at 20 GB/s). Only when this thread may run on
-/// more than one CPU (see [`spin_time`]).
+/// the other side takes to copy a step (1 MiB at 20 GB/s). Only when this
+/// thread may run on more than one CPU (see [`spin_time`]).
 const SPIN: Duration = Duration::from_micros(50);
 
 /// How long a receiver waits for a streamed body's sender to make progress
