@@ -564,8 +564,8 @@ impl postcard::ser_flavors::Flavor for Measure {
     }
 }
 
-/// A cache line, as the ring aligns to (see [`Measure`]).
-const LINE: usize = 64;
+/// The ring's cache line, as a `usize` (see [`Measure`]).
+const LINE: usize = ring::LINE as usize;
 
 /// A postcard output flavor that appends to a `Vec` and gives up with
 /// `SerializeBufferFull` once the output would pass `cap` bytes.

@@ -89,7 +89,7 @@ const FILL_WAKE: usize = 448;
 const FILL_AT: usize = 512;
 const WITHDRAWN: usize = 576;
 /// A cache line.
-const LINE: u64 = 64;
+pub(crate) const LINE: u64 = 64;
 
 /// The seals both sides rely on.
 const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW);
