@@ -635,7 +635,9 @@ pub(crate) fn recv<T: DeserializeOwned>(
 }
 
 /// [`recv`] after a frame whose streamed value was withdrawn (it never
-/// was): the next frames, under the same `wait`. Out of line, so that the
+/// was): the next frames, under the same `wait`, but none begun past its
+/// deadline (a peer that withdraws stream after stream would otherwise
+/// hold the receive for as long as it goes on). Out of line, so that the
 /// common receive stays straight.
 #[cold]
 #[inline(never)]
@@ -645,6 +647,11 @@ fn recv_past_withdrawn<T: DeserializeOwned>(
     wait: Wait,
 ) -> Result<T, RecvFail> {
     loop {
+        if let Wait::Until(deadline) = wait {
+            if Instant::now() >= deadline {
+                return Err(RecvFail::Timeout);
+            }
+        }
         match recv_once(shared, state, wait) {
             Ok(value) => return Ok(value),
             Err(None) => {}

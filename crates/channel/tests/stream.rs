@@ -13,7 +13,9 @@
 //! * Hand-made streams (a raw peer that publishes `filled` by hand): slow
 //!   but steady bytes are waited for past the stall limit; bytes that stop
 //!   give `FrameError::Stalled` (also for `try_recv`); a withdrawn stream is
-//!   skipped; lies (`filled` past the end, garbage) give typed errors.
+//!   skipped, and streams withdrawn one after another do not stretch a
+//!   receive's deadline; lies (`filled` past the end, garbage) give typed
+//!   errors.
 //! * A sender that exits mid-stream: the half-written value is dropped
 //!   and the receiver sees the end of the channel, not an error.
 //!
@@ -560,6 +562,50 @@ fn a_hand_withdrawn_stream_is_skipped() {
             });
             let got = rx.recv_timeout(RECV_TIMEOUT).expect("the next value");
             assert_eq!(&got[..], b"the next value");
+        });
+    });
+}
+
+/// Withdrawn streams are skipped, but skipping them does not stretch a
+/// receive's deadline: a peer that sends stream after stream and withdraws
+/// each once the receiver waits for it (here every 20 ms, for 50 streams)
+/// cannot hold `recv_timeout` past its deadline.
+#[test]
+fn withdrawn_streams_one_after_another_cannot_hold_a_receive_past_its_deadline() {
+    with_fd_baseline("withdrawn one after another", || {
+        let (peer, rx) = raw_peer::<Bytes>(Config::new());
+        let ring = HandRing::new(64 * KIB);
+        let len = 256;
+        let streams = 50u64;
+        ring.announce(&peer, len);
+        for k in 1..streams {
+            let frame = ring_frame(0, STREAMED, len as u64, ring.id, k * len as u64, 0);
+            send_raw(&peer, &frame, &[]);
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for k in 0..streams {
+                    std::thread::sleep(Duration::from_millis(20));
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    // 1 + the start of stream k: only byte 1 changes.
+                    ring.set(RING_WITHDRAWN, k * len as u64 + 1);
+                }
+            });
+            let t0 = Instant::now();
+            let got = rx.recv_timeout(Duration::from_millis(50));
+            let waited = t0.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            match got {
+                Err(RecvTimeoutError::Timeout) => {}
+                other => panic!("only withdrawn streams were sent: {other:?}"),
+            }
+            assert!(
+                waited < Duration::from_millis(500),
+                "a 50 ms receive took {waited:?} among withdrawn streams"
+            );
         });
     });
 }
