@@ -99,7 +99,8 @@ fn lock(ring: &Mutex<RingState>, wait: Wait) -> Option<MutexGuard<'_, RingState>
 pub(crate) struct Sizing {
     /// Its length in bytes.
     pub(crate) size: usize,
-    /// Where its largest byte block starts.
+    /// The body's byte to put on a cache-line boundary in a ring (see
+    /// `codec::Measure`).
     pub(crate) skew: usize,
     /// How many fd fields it has.
     pub(crate) fd_fields: u32,
@@ -187,7 +188,7 @@ enum Streamed {
     NotNow,
 }
 
-/// Streams `value` (`size` bytes, its largest byte block at `skew`)
+/// Streams `value` (`size` bytes, placed by `skew`)
 /// through the ring: the frame first, then the body as room frees.
 fn stream<T: Serialize + ?Sized>(
     shared: &Shared,

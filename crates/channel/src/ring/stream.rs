@@ -144,9 +144,9 @@ impl SpinTime {
 }
 
 impl RingTx {
-    /// Where a streamed body would start (its largest byte block, at
-    /// `skew`, on a cache line), or `None` while the frame of a withdrawn
-    /// one may be unread.
+    /// Where a streamed body would start (its byte `skew` on a cache line,
+    /// as for [`place`](RingTx::place)), or `None` while the frame of a
+    /// withdrawn one may be unread.
     pub(crate) fn stream_start(&mut self, skew: u64) -> Result<Option<u64>, Corrupt> {
         let consumed = self.consumed()?;
         if self.withdrawn_until != 0 {
