@@ -49,7 +49,9 @@ impl Reader {
     ) -> io::Result<Option<usize>> {
         if wait == Wait::Block && self.start == self.end && self.frame_len.is_none() {
             // The common receive: nothing read ahead, and the next read
-            // brings a whole small frame.
+            // brings a whole small frame. This is `fill` for an empty
+            // read-ahead, written out: through `fill` (inlined or not) a
+            // pipe round trip took 36 more instructions (callgrind).
             if self.ahead.len() < READ_AHEAD {
                 self.ahead.resize(READ_AHEAD, 0);
             }
