@@ -472,6 +472,45 @@ impl HandRing {
 /// changes), so a receiver never reads a half-written value.
 const STEP: usize = 64 * KIB;
 
+/// Receives with `timeout` on `rx` while `feed` (a hand-made peer) runs in
+/// a thread until the flag it is given is set, which happens once the
+/// receive has returned: the receive's result, and how long it took.
+fn receive_while_fed(
+    rx: &Receiver<Bytes>,
+    timeout: Duration,
+    feed: impl FnOnce(&std::sync::atomic::AtomicBool) + Send,
+) -> (Result<Bytes, RecvTimeoutError>, Duration) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| feed(&stop));
+        let t0 = Instant::now();
+        let got = rx.recv_timeout(timeout);
+        let waited = t0.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (got, waited)
+    })
+}
+
+/// That a receive among a hand-made peer's bytes failed as stalled, and
+/// within a bound on how long any peer can hold it.
+fn assert_stalled_in_time(got: &Result<Bytes, RecvTimeoutError>, waited: Duration, what: &str) {
+    assert!(
+        matches!(
+            got,
+            Err(RecvTimeoutError::Failed(ChannelError::Frame(
+                FrameError::Stalled { .. }
+            )))
+        ),
+        "{what}: {got:?}"
+    );
+    assert!(waited < 5 * STALL, "{what} held the receive for {waited:?}");
+}
+
+/// Whether `stop` is set (see [`receive_while_fed`]).
+fn stopped(stop: &std::sync::atomic::AtomicBool) -> bool {
+    stop.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 #[test]
 fn a_receiver_waits_past_the_stall_limit_while_a_streams_bytes_keep_coming() {
     with_fd_baseline("slow steady stream", || {
@@ -582,31 +621,24 @@ fn withdrawn_streams_one_after_another_cannot_hold_a_receive_past_its_deadline()
             let frame = ring_frame(0, STREAMED, len as u64, ring.id, k * len as u64, 0);
             send_raw(&peer, &frame, &[]);
         }
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                for k in 0..streams {
-                    std::thread::sleep(Duration::from_millis(20));
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                    // 1 + the start of stream k: only byte 1 changes.
-                    ring.set(RING_WITHDRAWN, k * len as u64 + 1);
+        let (got, waited) = receive_while_fed(&rx, Duration::from_millis(50), |stop| {
+            for k in 0..streams {
+                std::thread::sleep(Duration::from_millis(20));
+                if stopped(stop) {
+                    break;
                 }
-            });
-            let t0 = Instant::now();
-            let got = rx.recv_timeout(Duration::from_millis(50));
-            let waited = t0.elapsed();
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            match got {
-                Err(RecvTimeoutError::Timeout) => {}
-                other => panic!("only withdrawn streams were sent: {other:?}"),
+                // 1 + the start of stream k: only byte 1 changes.
+                ring.set(RING_WITHDRAWN, k * len as u64 + 1);
             }
-            assert!(
-                waited < Duration::from_millis(500),
-                "a 50 ms receive took {waited:?} among withdrawn streams"
-            );
         });
+        match got {
+            Err(RecvTimeoutError::Timeout) => {}
+            other => panic!("only withdrawn streams were sent: {other:?}"),
+        }
+        assert!(
+            waited < Duration::from_millis(500),
+            "a 50 ms receive took {waited:?} among withdrawn streams"
+        );
     });
 }
 
@@ -768,33 +800,16 @@ fn a_peer_that_drips_or_wobbles_filled_cannot_hold_a_receive() {
         start.resize(STEP, 0);
         ring.announce(&peer, claimed);
         ring.put(0, &start);
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let until = Instant::now() + Duration::from_secs(15);
-                let mut k = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < until {
-                    ring.set(RING_FILLED, 0x8000 + k % 2);
-                    k += 1;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            });
-            let t0 = Instant::now();
-            let e = match rx.recv_timeout(Duration::from_secs(30)) {
-                Err(RecvTimeoutError::Failed(e)) => e,
-                other => panic!("a wobbling stream: {other:?}"),
-            };
-            let waited = t0.elapsed();
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            assert!(
-                matches!(e, ChannelError::Frame(FrameError::Stalled { .. })),
-                "a wobbling stream: {e:?}"
-            );
-            assert!(
-                waited < 5 * STALL,
-                "a wobbling stream held the receive for {waited:?}"
-            );
+        let (got, waited) = receive_while_fed(&rx, Duration::from_secs(30), |stop| {
+            let until = Instant::now() + Duration::from_secs(15);
+            let mut k = 0u64;
+            while !stopped(stop) && Instant::now() < until {
+                ring.set(RING_FILLED, 0x8000 + k % 2);
+                k += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
         });
+        assert_stalled_in_time(&got, waited, "a wobbling stream");
         // Dripping: a step (1 MiB in a ring this large) every 1.5 s would
         // bring the 16 MiB body in 24 s. Each step is progress, within the
         // stall limit, but the receiver gives up once the body is later
@@ -804,37 +819,20 @@ fn a_peer_that_drips_or_wobbles_filled_cannot_hold_a_receive() {
         ring.set(RING_FILLED, 0);
         ring.put(0, &body);
         ring.announce(&peer, body.len());
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                for k in 1..16u64 {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                    ring.set(RING_FILLED, k << 20); // only byte 2 changes
-                    std::thread::sleep(Duration::from_millis(1500));
+        let (got, waited) = receive_while_fed(&rx, Duration::from_secs(30), |stop| {
+            for k in 1..16u64 {
+                if stopped(stop) {
+                    break;
                 }
-            });
-            let t0 = Instant::now();
-            let e = match rx.recv_timeout(Duration::from_secs(30)) {
-                Err(RecvTimeoutError::Failed(e)) => e,
-                other => panic!("a dripping stream: {other:?}"),
-            };
-            let waited = t0.elapsed();
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            assert!(
-                matches!(e, ChannelError::Frame(FrameError::Stalled { .. })),
-                "a dripping stream: {e:?}"
-            );
-            assert!(
-                waited < 5 * STALL,
-                "a dripping stream held the receive for {waited:?}"
-            );
-            assert!(
-                waited > STALL + Duration::from_secs(1),
-                "a dripping stream's steps were not progress: gave up after {waited:?}"
-            );
+                ring.set(RING_FILLED, k << 20); // only byte 2 changes
+                std::thread::sleep(Duration::from_millis(1500));
+            }
         });
+        assert_stalled_in_time(&got, waited, "a dripping stream");
+        assert!(
+            waited > STALL + Duration::from_secs(1),
+            "a dripping stream's steps were not progress: gave up after {waited:?}"
+        );
     });
 }
 
